@@ -1,0 +1,87 @@
+import { z } from 'zod';
+import { CniError, ErrorCode } from './errors.ts';
+import { CniVersion, LATEST_VERSION } from './versions.ts';
+
+const DEFAULT_KUBECONFIG = '/etc/cni/net.d/ZZZ-istio-cni-kubeconfig';
+const DEFAULT_LOG_FILE = '/var/log/istio-cni.log';
+const DEFAULT_EXCLUDED_NAMESPACES = ['kube-system'];
+
+/** Istio's levels plus pino's; "none" (Istio) and "silent" (pino) switch logging off. */
+const LogLevel = z
+  .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'none', 'silent'])
+  .transform((level) => (level === 'none' ? 'silent' : level));
+
+const AbsolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
+
+/**
+ * The plugin's entry in the conflist, as the runtime hands it over on stdin. Accepts both istio-cni's
+ * older layout (`log_level`, `kubernetes.*`) and the current one (`plugin_log_level`, top-level
+ * `exclude_namespaces`, `cni_agent_run_dir`). Unknown fields are ignored, as every CNI plugin does.
+ */
+export const PluginConfig = z
+  .object({
+    cniVersion: CniVersion,
+    name: z.string().optional(),
+    type: z.string().optional(),
+    prevResult: z.record(z.string(), z.unknown()).optional(),
+    log_level: LogLevel.optional(),
+    plugin_log_level: LogLevel.optional(),
+    log_file: AbsolutePath.optional(),
+    kubernetes: z
+      .object({
+        kubeconfig: AbsolutePath.optional(),
+        cni_bin_dir: AbsolutePath.optional(),
+        exclude_namespaces: z.array(z.string()).optional(),
+      })
+      .optional(),
+    exclude_namespaces: z.array(z.string()).optional(),
+    cni_agent_run_dir: AbsolutePath.optional(),
+    iptables_backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+  })
+  .transform((raw) => ({
+    cniVersion: raw.cniVersion,
+    prevResult: raw.prevResult,
+    logLevel: raw.plugin_log_level ?? raw.log_level ?? 'info',
+    logFile: raw.log_file ?? DEFAULT_LOG_FILE,
+    kubeconfigPath:
+      raw.kubernetes?.kubeconfig ??
+      (raw.cni_agent_run_dir !== undefined ? `${raw.cni_agent_run_dir}/istio-cni-kubeconfig` : DEFAULT_KUBECONFIG),
+    excludeNamespaces: new Set(
+      raw.exclude_namespaces ?? raw.kubernetes?.exclude_namespaces ?? DEFAULT_EXCLUDED_NAMESPACES,
+    ),
+    iptablesBackend: raw.iptables_backend,
+  }));
+export type PluginConfig = z.output<typeof PluginConfig>;
+
+/** Best effort: the version to put in an error object before the config is known to be valid. */
+export function versionOf(stdin: string): CniVersion {
+  try {
+    const parsed = CniVersion.safeParse((JSON.parse(stdin) as { cniVersion?: unknown } | null)?.cniVersion);
+    return parsed.success ? parsed.data : LATEST_VERSION;
+  } catch {
+    return LATEST_VERSION;
+  }
+}
+
+/** Decodes stdin: 6 when it is not JSON, 1 for an unsupported version, 7 for any other invalid field. */
+export function parseConfig(stdin: string): PluginConfig {
+  let document: unknown;
+  try {
+    document = JSON.parse(stdin);
+  } catch (err) {
+    throw new CniError(ErrorCode.DecodeFailure, 'failed to decode network configuration', (err as Error).message);
+  }
+  if (typeof document !== 'object' || document === null || Array.isArray(document)) {
+    throw new CniError(ErrorCode.DecodeFailure, 'failed to decode network configuration', 'expected a JSON object');
+  }
+  const version = CniVersion.safeParse((document as { cniVersion?: unknown }).cniVersion);
+  if (!version.success) {
+    throw new CniError(ErrorCode.IncompatibleVersion, 'incompatible CNI version', version.error.issues[0]?.message ?? '');
+  }
+  const parsed = PluginConfig.safeParse(document);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CniError(ErrorCode.InvalidConfig, 'invalid network configuration', `${issue?.path.join('.')}: ${issue?.message}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,48 @@
+import type { CniArgs } from '../cni/args.ts';
+import type { Container, Pod } from './pod.ts';
+
+export const PROXY_CONTAINER = 'istio-proxy';
+const INIT_CONTAINER = 'istio-init';
+const STATUS_ANNOTATION = 'sidecar.istio.io/status';
+const INJECT_KEY = 'sidecar.istio.io/inject';
+const FALSE_WORDS = new Set(['false', '0', 'n', 'no', 'off']);
+
+export type Decision =
+  | { redirect: false; reason: string }
+  | { redirect: true; reason: string; proxy: Container };
+
+export type PodRef = { namespace: string; name: string };
+
+/** The decisions that need no API call: a sandbox that is not a Kubernetes pod, or an excluded namespace. */
+export function decideFromArgs(args: CniArgs, excludeNamespaces: ReadonlySet<string>): Decision | PodRef {
+  if (args.podName === undefined || args.podNamespace === undefined) {
+    return { redirect: false, reason: 'no K8S_POD_NAME/K8S_POD_NAMESPACE in CNI_ARGS: not a Kubernetes pod' };
+  }
+  if (excludeNamespaces.has(args.podNamespace)) {
+    return { redirect: false, reason: `namespace ${args.podNamespace} is excluded` };
+  }
+  return { namespace: args.podNamespace, name: args.podName };
+}
+
+/** Istio's rules, in Istio's order; the reason names the rule that decided. */
+export function decideFromPod(pod: Pod): Decision {
+  const initContainers = pod.spec.initContainers ?? [];
+  if (initContainers.some((c) => c.name === INIT_CONTAINER)) {
+    return { redirect: false, reason: 'pod has the istio-init init container, which programs its own rules' };
+  }
+  const proxy =
+    pod.spec.containers.find((c) => c.name === PROXY_CONTAINER) ??
+    initContainers.find((c) => c.name === PROXY_CONTAINER && c.restartPolicy === 'Always');
+  if (!proxy) return { redirect: false, reason: 'pod has no istio-proxy container' };
+  if (proxy.env?.some((e) => e.name === 'DISABLE_ENVOY' && e.value?.toLowerCase() === 'true')) {
+    return { redirect: false, reason: 'istio-proxy has DISABLE_ENVOY=true' };
+  }
+  const inject = pod.metadata.labels?.[INJECT_KEY] ?? pod.metadata.annotations?.[INJECT_KEY];
+  if (inject !== undefined && FALSE_WORDS.has(inject.toLowerCase())) {
+    return { redirect: false, reason: `${INJECT_KEY}=${inject}` };
+  }
+  if (pod.metadata.annotations?.[STATUS_ANNOTATION] === undefined) {
+    return { redirect: false, reason: `pod has no ${STATUS_ANNOTATION} annotation: not injected` };
+  }
+  return { redirect: true, reason: 'pod has an injected istio-proxy sidecar', proxy };
+}

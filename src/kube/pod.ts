@@ -1,0 +1,26 @@
+import { z } from 'zod';
+
+const EnvVar = z.object({ name: z.string(), value: z.string().optional() });
+
+export const Container = z.object({
+  name: z.string(),
+  env: z.array(EnvVar).optional(),
+  /** "Always" on an init container makes it a native sidecar. */
+  restartPolicy: z.string().optional(),
+});
+export type Container = z.infer<typeof Container>;
+
+/** The parts of a Pod the plugin reads; the API server's other fields are ignored. */
+export const Pod = z.object({
+  metadata: z.object({
+    name: z.string(),
+    namespace: z.string(),
+    annotations: z.record(z.string(), z.string()).optional(),
+    labels: z.record(z.string(), z.string()).optional(),
+  }),
+  spec: z.object({
+    containers: z.array(Container),
+    initContainers: z.array(Container).optional(),
+  }),
+});
+export type Pod = z.infer<typeof Pod>;

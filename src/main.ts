@@ -1,0 +1,146 @@
+import { readFileSync } from 'node:fs';
+import type { CniArgs } from './cni/args.ts';
+import { parseConfig, versionOf, type PluginConfig } from './cni/config.ts';
+import { readCommand, readInvocation, type Command, type Invocation } from './cni/env.ts';
+import { CniError, ErrorCode, toSpecError } from './cni/errors.ts';
+import { passThroughResult, versionResult } from './cni/result.ts';
+import { versionAtLeast, type CniVersion } from './cni/versions.ts';
+import type { Decision } from './kube/decision.ts';
+import { loadKubeconfig } from './kube/kubeconfig.ts';
+import { decide } from './kube/lookup.ts';
+import { createLogger, type Logger } from './log.ts';
+import { applyRuleSet, readState, removeRuleSet, resolveBackend } from './netns/iptables.ts';
+import { checkNetnsPath } from './netns/netns.ts';
+import { differences } from './redirect/restore.ts';
+import { buildRuleSet } from './redirect/ruleset.ts';
+import { DEFAULT_SETTINGS } from './redirect/settings.ts';
+
+/** What one invocation did, written as the verb's single log line. */
+type Summary = Record<string, unknown>;
+
+interface VerbContext {
+  config: PluginConfig;
+  invocation: Invocation;
+  summary: Summary;
+}
+
+async function cmdAdd({ config, invocation, summary }: VerbContext): Promise<object> {
+  const decision = await decide(config, invocation.args);
+  noteDecision(summary, decision);
+  if (decision.redirect) {
+    requireNetns(invocation.netns);
+    const ruleSet = buildRuleSet(DEFAULT_SETTINGS);
+    summary.rules = await applyRuleSet(invocation.netns, resolveBackend(config.iptablesBackend), ruleSet);
+  }
+  return passThroughResult(config);
+}
+
+async function cmdDel({ config, invocation, summary }: VerbContext): Promise<undefined> {
+  // The sandbox may be gone already (containerd's second DEL has no netns): nothing left to undo.
+  if (invocation.netns === '' || !checkNetnsPath(invocation.netns)) {
+    summary.rules = 'netns gone';
+    return;
+  }
+  const removed = await removeRuleSet(invocation.netns, resolveBackend(config.iptablesBackend));
+  summary.rules = removed ? 'removed' : 'none';
+}
+
+async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<undefined> {
+  requireVersion(config.cniVersion, '0.4.0', 'CHECK');
+  const decision = await decide(config, invocation.args);
+  noteDecision(summary, decision);
+  requireNetns(invocation.netns);
+  const expected = decision.redirect ? buildRuleSet(DEFAULT_SETTINGS) : [];
+  const found = differences(expected, await readState(invocation.netns, resolveBackend(config.iptablesBackend)));
+  if (found.length > 0) {
+    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.join('; '));
+  }
+  summary.rules = 'as expected';
+}
+
+async function cmdStatus({ config }: VerbContext): Promise<undefined> {
+  requireVersion(config.cniVersion, '1.1.0', 'STATUS');
+  try {
+    loadKubeconfig(config.kubeconfigPath);
+  } catch (err) {
+    const reason = err instanceof CniError ? `${err.message}: ${err.details}` : String(err);
+    throw new CniError(ErrorCode.PluginNotAvailable, 'istio-cni cannot decide about pods yet', reason);
+  }
+}
+
+/** The plugin keeps no state outside the pod's netns, which goes away with the pod: nothing to collect. */
+async function cmdGc({ config, summary }: VerbContext): Promise<undefined> {
+  requireVersion(config.cniVersion, '1.1.0', 'GC');
+  summary.collected = 0;
+}
+
+const VERBS: Record<Exclude<Command, 'VERSION'>, (context: VerbContext) => Promise<object | undefined>> = {
+  ADD: cmdAdd,
+  DEL: cmdDel,
+  CHECK: cmdCheck,
+  STATUS: cmdStatus,
+  GC: cmdGc,
+};
+
+function requireVersion(version: CniVersion, minimum: CniVersion, verb: string): void {
+  if (!versionAtLeast(version, minimum)) {
+    throw new CniError(ErrorCode.IncompatibleVersion, 'incompatible CNI version', `${verb} needs cniVersion ${minimum} or later, got ${version}`);
+  }
+}
+
+function requireNetns(netns: string): void {
+  if (!checkNetnsPath(netns)) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${netns} does not exist`);
+}
+
+function noteDecision(summary: Summary, decision: Decision): void {
+  summary.decision = decision.redirect ? 'redirect' : 'pass';
+  summary.reason = decision.reason;
+}
+
+function podOf(args: CniArgs): string | undefined {
+  return args.podName === undefined ? undefined : `${args.podNamespace ?? ''}/${args.podName}`;
+}
+
+function readStdin(): string {
+  try {
+    return readFileSync(0, 'utf8');
+  } catch (err) {
+    // Closed or absent stdin reads as empty input; the config parser then reports it.
+    if ((err as NodeJS.ErrnoException).code === 'EAGAIN' || (err as NodeJS.ErrnoException).code === 'EOF') return '';
+    throw err;
+  }
+}
+
+function print(value: object): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
+export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const started = performance.now();
+  const summary: Summary = {};
+  let log: Logger | undefined;
+  let stdin = '';
+  try {
+    stdin = readStdin();
+    const command = readCommand(env);
+    summary.verb = command;
+    if (command === 'VERSION') {
+      print(versionResult(stdin));
+      return;
+    }
+    const config = parseConfig(stdin);
+    log = createLogger(config);
+    const invocation = readInvocation(command, env);
+    Object.assign(summary, { containerId: invocation.containerId, netns: invocation.netns, pod: podOf(invocation.args) });
+    const result = await VERBS[command]({ config, invocation, summary });
+    if (result !== undefined) print(result);
+    log.info({ ...summary, durationMs: Math.round(performance.now() - started) }, `${command} ok`);
+  } catch (err) {
+    const specError = toSpecError(err, versionOf(stdin));
+    print(specError);
+    process.exitCode = 1;
+    const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
+    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(performance.now() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+  }
+}

@@ -1,0 +1,66 @@
+import { realpathSync } from 'node:fs';
+import { CniError, ErrorCode } from '../cni/errors.ts';
+import { parseSave, renderCreate, renderRemoval, renderReplace, type SavedState } from '../redirect/restore.ts';
+import type { RuleSet } from '../redirect/ruleset.ts';
+import { execute } from './exec.ts';
+
+export type Backend = 'nft' | 'legacy';
+
+const NSENTER = '/usr/bin/nsenter';
+const SBIN = '/usr/sbin';
+/** Waits for the legacy backend's xtables lock when many pods start at once. */
+const LOCK_WAIT_SECONDS = '10';
+const TIMEOUT_MS = 15_000;
+
+/** "auto" follows the node's `iptables` alternative, so the pod's rules use the backend the node uses. */
+export function resolveBackend(choice: Backend | 'auto'): Backend {
+  if (choice !== 'auto') return choice;
+  try {
+    return realpathSync(`${SBIN}/iptables`).includes('legacy') ? 'legacy' : 'nft';
+  } catch {
+    return 'nft';
+  }
+}
+
+async function restore(netns: string, backend: Backend, text: string) {
+  return execute([NSENTER, `--net=${netns}`, `${SBIN}/iptables-${backend}-restore`, '--noflush', '--wait', LOCK_WAIT_SECONDS], text, TIMEOUT_MS);
+}
+
+export async function readState(netns: string, backend: Backend): Promise<SavedState> {
+  const result = await execute([NSENTER, `--net=${netns}`, `${SBIN}/iptables-${backend}-save`], '', TIMEOUT_MS);
+  if (result.code !== 0) {
+    throw new CniError(ErrorCode.IptablesFailed, 'iptables-save failed', `${netns}: ${result.stderr.trim()}`);
+  }
+  return parseSave(result.stdout);
+}
+
+async function restoreOrFail(netns: string, backend: Backend, text: string): Promise<void> {
+  const result = await restore(netns, backend, text);
+  if (result.code !== 0) {
+    throw new CniError(ErrorCode.IptablesFailed, 'iptables-restore failed', `${netns}: ${result.stderr.trim()}`);
+  }
+}
+
+/**
+ * Programs `ruleSet` atomically. A fresh netns takes one restore; when that fails because something of
+ * ours is already there (a repeated ADD), the state is read and replaced in one transaction, so the
+ * netns never ends with two copies of a rule or half a rule set.
+ */
+export async function applyRuleSet(netns: string, backend: Backend, ruleSet: RuleSet): Promise<'created' | 'replaced'> {
+  const fresh = await restore(netns, backend, renderCreate(ruleSet));
+  if (fresh.code === 0) return 'created';
+  const saved = await readState(netns, backend);
+  if (renderRemoval(saved) === '') {
+    throw new CniError(ErrorCode.IptablesFailed, 'iptables-restore failed', `${netns}: ${fresh.stderr.trim()}`);
+  }
+  await restoreOrFail(netns, backend, renderReplace(ruleSet, saved));
+  return 'replaced';
+}
+
+/** Removes every chain of ours and every jump into them; nothing to do is success. */
+export async function removeRuleSet(netns: string, backend: Backend): Promise<boolean> {
+  const removal = renderRemoval(await readState(netns, backend));
+  if (removal === '') return false;
+  await restoreOrFail(netns, backend, removal);
+  return true;
+}

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decideFromArgs, decideFromPod } from '../../src/kube/decision.ts';
+import { Pod } from '../../src/kube/pod.ts';
+
+function pod(overrides: { annotations?: Record<string, string>; labels?: Record<string, string>; containers?: object[]; initContainers?: object[] } = {}): Pod {
+  return Pod.parse({
+    metadata: {
+      name: 'web-0',
+      namespace: 'default',
+      annotations: overrides.annotations ?? { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' },
+      labels: overrides.labels,
+    },
+    spec: {
+      containers: overrides.containers ?? [{ name: 'app' }, { name: 'istio-proxy', env: [{ name: 'ISTIO_META_X', value: '1' }] }],
+      initContainers: overrides.initContainers ?? [{ name: 'istio-validation' }],
+    },
+  });
+}
+
+describe('decision from CNI_ARGS', () => {
+  const excluded = new Set(['kube-system']);
+  it('passes a sandbox with no pod name or namespace', () => {
+    assert.equal((decideFromArgs({ ignoreUnknown: true, podName: 'x', podNamespace: undefined, infraContainerId: undefined, podUid: undefined }, excluded) as { redirect: boolean }).redirect, false);
+  });
+  it('passes an excluded namespace without asking the API', () => {
+    const decision = decideFromArgs({ ignoreUnknown: false, podName: 'coredns', podNamespace: 'kube-system', infraContainerId: undefined, podUid: undefined }, excluded);
+    assert.deepEqual(decision, { redirect: false, reason: 'namespace kube-system is excluded' });
+  });
+  it('asks for the pod otherwise', () => {
+    assert.deepEqual(decideFromArgs({ ignoreUnknown: false, podName: 'web-0', podNamespace: 'default', infraContainerId: undefined, podUid: undefined }, excluded), { namespace: 'default', name: 'web-0' });
+  });
+});
+
+describe('decision from the pod', () => {
+  it('redirects an injected pod', () => {
+    assert.equal(decideFromPod(pod()).redirect, true);
+  });
+  it('redirects a pod whose proxy is a native sidecar', () => {
+    const decision = decideFromPod(pod({ containers: [{ name: 'app' }], initContainers: [{ name: 'istio-proxy', restartPolicy: 'Always' }] }));
+    assert.equal(decision.redirect, true);
+  });
+  it('passes a pod with istio-init', () => {
+    assert.match(decideFromPod(pod({ initContainers: [{ name: 'istio-init' }] })).reason, /istio-init/);
+  });
+  it('passes a pod without istio-proxy', () => {
+    assert.match(decideFromPod(pod({ containers: [{ name: 'app' }] })).reason, /no istio-proxy/);
+    // An init container named istio-proxy that is not a sidecar does not count.
+    assert.equal(decideFromPod(pod({ containers: [{ name: 'app' }], initContainers: [{ name: 'istio-proxy' }] })).redirect, false);
+  });
+  it('passes a pod whose proxy has DISABLE_ENVOY=true', () => {
+    assert.match(decideFromPod(pod({ containers: [{ name: 'istio-proxy', env: [{ name: 'DISABLE_ENVOY', value: 'true' }] }] })).reason, /DISABLE_ENVOY/);
+  });
+  it('passes a pod opted out, the label winning over the annotation', () => {
+    const status = { 'sidecar.istio.io/status': '{}' };
+    assert.equal(decideFromPod(pod({ annotations: { ...status, 'sidecar.istio.io/inject': 'false' } })).redirect, false);
+    assert.equal(decideFromPod(pod({ annotations: { ...status, 'sidecar.istio.io/inject': 'false' }, labels: { 'sidecar.istio.io/inject': 'true' } })).redirect, true);
+    assert.equal(decideFromPod(pod({ annotations: { ...status, 'sidecar.istio.io/inject': 'true' }, labels: { 'sidecar.istio.io/inject': 'false' } })).redirect, false);
+  });
+  it('passes a pod without the status annotation', () => {
+    assert.match(decideFromPod(pod({ annotations: {} })).reason, /sidecar.istio.io\/status/);
+  });
+});
