@@ -19,6 +19,7 @@ import {
   type KubeconfigOptions,
 } from './harness/kube-api.ts';
 import {
+  createNetns,
   execInNetnsOk,
   ipAddr,
   iptablesIsEmpty,
@@ -307,6 +308,30 @@ describe('fake kube-apiserver', () => {
     assert.equal(p.body.metadata.annotations['sidecar.istio.io/status'], undefined);
     assert.equal(p.body.metadata.annotations['sidecar.istio.io/inject'], 'false');
     assert.equal(p.body.metadata.annotations['istio.io/rev'], 'default');
+  });
+
+  test('exposeIn: reachable at the same URL from inside a test netns (and only then)', async () => {
+    const ns = await createNetns({ tag: 'api' });
+    const py = [
+      'import http.client, ssl, sys, json',
+      'ctx = ssl.create_default_context(cafile=sys.argv[2])',
+      'c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=3)',
+      'try:',
+      '    c.request("GET", "/api/v1/namespaces/default/pods/web-0", headers={"Authorization": "Bearer " + sys.argv[3]})',
+      '    r = c.getresponse()',
+      '    print(json.dumps({"status": r.status, "name": json.loads(r.read())["metadata"]["name"]}))',
+      'except OSError as e:',
+      '    print(json.dumps({"error": type(e).__name__}))',
+    ].join('\n');
+    const argv = ['/usr/bin/python3', '-c', py, String(api.port), api.pki.caCert, api.token];
+    const before = JSON.parse((await execInNetnsOk(ns, argv)).stdout);
+    assert.deepEqual(before, { error: 'ConnectionRefusedError' });
+    await api.exposeIn(ns);
+    await api.exposeIn(ns); // idempotent
+    api.clearRequests();
+    const after = JSON.parse((await execInNetnsOk(ns, argv)).stdout);
+    assert.deepEqual(after, { status: 200, name: 'web-0' });
+    assert.equal(api.podRequests('default', 'web-0').length, 1);
   });
 
   const modes: KubeconfigOptions[] = [

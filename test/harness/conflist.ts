@@ -46,8 +46,8 @@ export interface ConflistOptions {
   cniBinDir?: string;
   /** istio-cni: kubernetes.exclude_namespaces */
   excludeNamespaces?: string[];
-  /** istio-cni: log_file */
-  logFile?: string;
+  /** istio-cni: log_file (default <dir>/istio-cni.log, so tests never write /var/log; null = leave unset). */
+  logFile?: string | null;
   /** istio-cni: log_level */
   logLevel?: string;
   /** istio-cni: iptables_backend */
@@ -72,6 +72,8 @@ export interface WrittenConflist {
   netName: string;
   /** host-local's dataDir (its lease files live under <ipamDataDir>/<netName>/). */
   ipamDataDir: string;
+  /** istio-cni's log_file as written (undefined without istio-cni or with logFile: null). */
+  logFile: string | undefined;
   conflist: ConflistJson;
 }
 
@@ -125,7 +127,7 @@ export function buildConflist(opts: ConflistOptions & { ipamDataDir: string }): 
       if (opts.excludeNamespaces !== undefined) kube.exclude_namespaces = opts.excludeNamespaces;
       const top: JsonObject = {};
       if (Object.keys(kube).length > 0) top.kubernetes = kube;
-      if (opts.logFile !== undefined) top.log_file = opts.logFile;
+      if (opts.logFile !== undefined && opts.logFile !== null) top.log_file = opts.logFile;
       if (opts.logLevel !== undefined) top.log_level = opts.logLevel;
       if (opts.iptablesBackend !== undefined) top.iptables_backend = opts.iptablesBackend;
       istio = deepMerge(istio, top);
@@ -143,10 +145,19 @@ export function writeConflist(opts: ConflistOptions = {}): WrittenConflist {
   mkdirSync(dir, { recursive: true });
   const ipamDataDir = opts.ipamDataDir ?? join(dir, 'ipam');
   mkdirSync(ipamDataDir, { recursive: true });
-  const conflist = buildConflist({ ...opts, ipamDataDir });
+  const logFile = opts.logFile === null ? undefined : (opts.logFile ?? join(dir, 'istio-cni.log'));
+  const conflist = buildConflist({ ...opts, ipamDataDir, logFile: logFile ?? null });
   const path = join(dir, opts.fileName ?? `${conflist.name}.conflist`);
   writeFileSync(path, JSON.stringify(conflist, null, 2) + '\n');
-  return { confDir: dir, path, netName: conflist.name, ipamDataDir, conflist };
+  const istio = conflist.plugins.find((p) => p.type === 'istio-cni');
+  return {
+    confDir: dir,
+    path,
+    netName: conflist.name,
+    ipamDataDir,
+    logFile: typeof istio?.log_file === 'string' ? istio.log_file : undefined,
+    conflist,
+  };
 }
 
 export interface CniPathOptions {

@@ -3,16 +3,21 @@
 // real apiserver Status objects for errors, and a log of every request.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, type Socket } from 'node:net';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { stringify as yamlStringify } from 'yaml';
-import { deepMerge, type JsonObject } from './conflist.ts';
-import { makeTempDir, registerCleanup, runOk } from './proc.ts';
+import { deepMerge, REPO_ROOT, type JsonObject } from './conflist.ts';
+import { netnsName, nsenterArgv, type NetnsRef } from './netns.ts';
+import { makeTempDir, registerCleanup, runOk, startDaemon, type Daemon } from './proc.ts';
+
+export const FWD_PY = join(REPO_ROOT, 'test', 'helpers', 'fwd.py');
 
 export const OPENSSL = '/usr/bin/openssl';
+const PYTHON = '/usr/bin/python3';
 
 // ---------------------------------------------------------------------------------------
 // PKI
@@ -398,6 +403,15 @@ export interface FakeKubeApi {
   podRequests(ns?: string, name?: string): RecordedRequest[];
   clearRequests(): void;
   writeKubeconfig(dir: string | undefined, opts: KubeconfigOptions): string;
+  /**
+   * Make the server reachable at the same https://127.0.0.1:<port> from inside a netns (the
+   * plugin runs in the test's node netns, where the machine's 127.0.0.1 is not reachable): a
+   * forwarder (test/helpers/fwd.py) listens there and pipes connections to the server's Unix
+   * socket. TLS and client certs pass through. Idempotent per netns.
+   */
+  exposeIn(ns: NetnsRef): Promise<void>;
+  /** Unix socket the server also accepts connections on. */
+  socketPath: string;
   close(): Promise<void>;
 }
 
@@ -518,16 +532,37 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
   const port = (server.address() as AddressInfo).port;
   const url = `https://127.0.0.1:${port}`;
 
+  // The same TLS server behind a Unix socket, for the per-netns forwarders.
+  const socketPath = join(dir, 'apiserver.sock');
+  const rawSockets = new Set<Socket>();
+  const unixServer = createNetServer((sock) => {
+    rawSockets.add(sock);
+    sock.once('close', () => rawSockets.delete(sock));
+    server.emit('connection', sock);
+  });
+  await new Promise<void>((resolve, reject) => {
+    unixServer.once('error', reject);
+    unixServer.listen(socketPath, () => resolve());
+  });
+  const forwarders = new Map<string, Promise<Daemon>>();
+
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
+    for (const f of forwarders.values()) await (await f.catch(() => undefined))?.stop();
+    for (const s of rawSockets) s.destroy();
     server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await Promise.all([
+      new Promise<void>((resolve) => server.close(() => resolve())),
+      new Promise<void>((resolve) => unixServer.close(() => resolve())),
+    ]);
   };
   const unregister = registerCleanup(`fake kube-apiserver ${url}`, () => {
+    for (const s of rawSockets) s.destroy();
     server.closeAllConnections();
     server.close();
+    unixServer.close();
   }, close);
 
   const api: FakeKubeApi = {
@@ -559,6 +594,20 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
     writeKubeconfig(kdir, kopts) {
       return writeKubeconfig(api, kdir ?? dir, kopts);
     },
+    exposeIn(ns) {
+      const name = netnsName(ns);
+      let f = forwarders.get(name);
+      if (!f) {
+        f = startDaemon(nsenterArgv(ns, [PYTHON, '-c', readFileSync(FWD_PY, 'utf8'), '127.0.0.1', String(port), socketPath]), {
+          ready: /^LISTENING /m,
+          label: `apiserver forwarder in ${name}`,
+        });
+        forwarders.set(name, f);
+        f.catch(() => forwarders.delete(name));
+      }
+      return f.then(() => undefined);
+    },
+    socketPath,
     close: () => unregister(),
   };
   return api;

@@ -205,3 +205,57 @@ export function trackChild(child: ChildProcess, label: string): () => Promise<vo
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+export interface Daemon {
+  child: ChildProcess;
+  /** The match of the readiness regex against stderr. */
+  ready: RegExpExecArray;
+  /** Resolves with the exit code once the process is gone. */
+  exited: Promise<number | null>;
+  /** Output collected so far. */
+  output(): { stdout: string; stderr: string };
+  /** SIGKILL it (no-op when gone) and wait for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawn a long-running argv (absolute argv[0]) and resolve once its stderr matches `ready`.
+ * The process is killed by cleanupAll()/at exit. Rejects (and kills it) when it exits first or
+ * is not ready within timeoutMs (default 5 s).
+ */
+export async function startDaemon(
+  argv: readonly string[],
+  opts: { ready: RegExp; label: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string },
+): Promise<Daemon> {
+  assertArgv(argv);
+  const [file, ...args] = argv;
+  const child = spawn(file, args, { env: opts.env ?? minimalEnv(), cwd: opts.cwd ?? '/', stdio: ['ignore', 'pipe', 'pipe'] });
+  const stop = trackChild(child, opts.label);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`${opts.label}: not ready within ${opts.timeoutMs ?? 5000} ms: ${stderr}`));
+    }, opts.timeoutMs ?? 5000);
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      const m = opts.ready.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${opts.label}: exited early (code ${code}): ${stderr}`));
+    });
+  });
+  return { child, ready, exited, output: () => ({ stdout, stderr }), stop };
+}
