@@ -4,7 +4,7 @@
 //
 //   node --import tsx --test test/harness.test.ts
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { parse as yamlParse } from 'yaml';
@@ -32,6 +32,7 @@ import {
   type IptablesBackend,
   type Topology,
 } from './harness/netns.ts';
+import { makeE2E } from './harness/e2e.ts';
 import { cleanupAll, makeTempDir } from './harness/proc.ts';
 import { connectFrom, probe, startOrigDstListener } from './harness/traffic.ts';
 
@@ -200,6 +201,73 @@ describe('libcni driver + ptp/host-local in a test topology', () => {
     assert.deepEqual(await listOwnNetns(), []);
     const names = await listNetns();
     assert.ok(!names.includes(topo.node.name) && !names.includes(topo.pod.name));
+  });
+});
+
+describe('what a chained plugin receives from libcni (a dump plugin after ptp)', () => {
+  // Records stdin + env of every call into $DUMP_DIR and passes prevResult through on ADD.
+  const DUMP_PLUGIN = [
+    '#!/usr/bin/python3',
+    'import json, os, sys',
+    'stdin = sys.stdin.read()',
+    'cmd = os.environ.get("CNI_COMMAND", "")',
+    'd = os.environ["DUMP_DIR"]',
+    'n = len(os.listdir(d))',
+    'open(os.path.join(d, "%03d-%s.json" % (n, cmd)), "w").write(json.dumps({"stdin": json.loads(stdin) if stdin else None, "env": dict(os.environ)}))',
+    'if cmd == "ADD":',
+    '    conf = json.loads(stdin)',
+    '    print(json.dumps(conf.get("prevResult") or {"cniVersion": conf["cniVersion"]}))',
+    'elif cmd == "VERSION":',
+    '    print(json.dumps({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]}))',
+  ].join('\n');
+
+  test('stdin carries name, cniVersion, prevResult, filtered runtimeConfig; env has the CNI_* vars', async () => {
+    const binDir = makeTempDir('icni-dump-');
+    writeFileSync(`${binDir}/dump`, DUMP_PLUGIN + '\n');
+    chmodSync(`${binDir}/dump`, 0o755);
+    const dumpDir = makeTempDir('icni-dumps-');
+    const e = await makeE2E({
+      tag: 'dump',
+      withApi: false,
+      conflist: { withIstio: false, extraPlugins: [{ type: 'dump', capabilities: { 'io.kubernetes.cri.pod-annotations': true }, custom: { a: 1 } }] },
+    });
+    const cniPath = [e.cniPath, binDir];
+    const capArgs = { 'io.kubernetes.cri.pod-annotations': { 'sidecar.istio.io/inject': 'true' }, portMappings: [] };
+    const ref = { pod: 'dumped', namespace: 'default' };
+    const add = await e.run('add', ref, { cniPath, capArgs, env: { DUMP_DIR: dumpDir } });
+    assert.equal(add.code, 0, add.stderr);
+    const del1 = await e.run('del', ref, { cniPath, env: { DUMP_DIR: dumpDir } }); // no CAP_ARGS this time
+    assert.equal(del1.code, 0, del1.stderr);
+    const del2 = await e.run('del', ref, { cniPath, env: { DUMP_DIR: dumpDir } });
+    assert.equal(del2.code, 0, del2.stderr);
+
+    const files = readdirSync(dumpDir).sort();
+    assert.deepEqual(files.map((f) => f.slice(4)), ['ADD.json', 'DEL.json', 'DEL.json']);
+    const [addCall, delCall, del2Call] = files.map((f) => JSON.parse(readFileSync(`${dumpDir}/${f}`, 'utf8')));
+    // stdin of the chained plugin
+    assert.equal(addCall.stdin.name, e.conf.netName);
+    assert.equal(addCall.stdin.cniVersion, '1.0.0');
+    assert.equal(addCall.stdin.type, 'dump');
+    assert.deepEqual(addCall.stdin.custom, { a: 1 });
+    assert.deepEqual(addCall.stdin.runtimeConfig, { 'io.kubernetes.cri.pod-annotations': { 'sidecar.istio.io/inject': 'true' } });
+    assert.deepEqual(addCall.stdin.prevResult.ips, (add.json as { ips: unknown }).ips);
+    assert.equal(addCall.stdin.prevResult.interfaces[1].sandbox, e.topo.pod.path);
+    // environment
+    const env = addCall.env;
+    assert.equal(env.CNI_COMMAND, 'ADD');
+    assert.equal(env.CNI_NETNS, e.topo.pod.path);
+    assert.equal(env.CNI_IFNAME, 'eth0');
+    assert.match(env.CNI_CONTAINERID, /^cnitool-[0-9a-f]{20}$/);
+    assert.equal(env.CNI_PATH, cniPath.join(':'));
+    assert.match(env.CNI_ARGS, /^IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=dumped;K8S_POD_INFRA_CONTAINER_ID=cnitool-[0-9a-f]{20};K8S_POD_UID=/);
+    assert.equal(env.DUMP_DIR, dumpDir, 'the driver\'s environment is inherited');
+    for (const k of ['NETCONFPATH', 'CAP_ARGS', 'CNI_CACHE_DIR', 'NODE_EXTRA_CA_CERTS']) assert.equal(env[k], undefined, k);
+    // DEL gets the cached ADD result as prevResult; after the cache is gone, none.
+    assert.deepEqual(delCall.stdin.prevResult.ips, addCall.stdin.prevResult.ips);
+    // ...but libcni 1.1.2 does not restore CAP_ARGS from its cache: runtimeConfig is only what the caller passes.
+    assert.equal(delCall.stdin.runtimeConfig, undefined);
+    assert.equal(del2Call.stdin.prevResult, undefined);
+    assert.equal(del2Call.stdin.runtimeConfig, undefined);
   });
 });
 

@@ -1,5 +1,6 @@
 // The libcni driver (test/cnitool/main.go): build once per test run, run it inside the
 // test's "node" netns, and a raw plugin invoker for cases libcni cannot express.
+import { createHash } from 'node:crypto';
 import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from './conflist.ts';
@@ -118,6 +119,11 @@ export function formatCniArgs(args: CniArgs): string {
   if (typeof args === 'string') return args;
   const pairs = Array.isArray(args) ? args : Object.entries(args);
   return pairs.map(([k, v]) => `${k}=${v}`).join(';');
+}
+
+/** The CNI_CONTAINERID the driver derives from a netns path when none is given (like cnitool). */
+export function defaultContainerId(netns: NetnsRef): string {
+  return `cnitool-${createHash('sha512').update(netnsPath(netns)).digest('hex').slice(0, 20)}`;
 }
 
 let defaultCacheDir: string | undefined;

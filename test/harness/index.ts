@@ -5,3 +5,4 @@ export * from './conflist.ts';
 export * from './cnitool.ts';
 export * from './kube-api.ts';
 export * from './traffic.ts';
+export * from './e2e.ts';
