@@ -2,9 +2,9 @@
 //
 // Tests start from the checked-in example conflist/istio-cni-ptp.conflist and override what
 // they need (cniVersion, host-local dataDir, kubeconfig, log_file, iptables_backend, ...).
-import { lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { makeTempDir } from './proc.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -194,4 +194,22 @@ export function makeCniPath(opts: CniPathOptions = {}): string {
     symlinkSync(target, link);
   }
   return dir;
+}
+
+/**
+ * test/.work/istio-cni-dev: a /bin/sh wrapper that runs src/cli.ts from source through tsx
+ * (`/usr/bin/node --import <tsx loader> src/cli.ts`), usable as pluginBin / ISTIO_CNI_BIN to run
+ * the e2e chain without a build (slow start, ~0.5 s per call).
+ */
+export function writeDevPluginWrapper(): string {
+  const dir = join(REPO_ROOT, 'test', '.work');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'istio-cni-dev');
+  const loader = pathToFileURL(join(REPO_ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
+  const cli = join(REPO_ROOT, 'src', 'cli.ts');
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `#!/bin/sh\nexec /usr/bin/node --import '${loader}' '${cli}'\n`);
+  chmodSync(tmp, 0o755);
+  renameSync(tmp, path);
+  return path;
 }
