@@ -1,4 +1,23 @@
 import { run } from './main.ts';
 
-// The runtime executes the plugin with no arguments; the verb comes from CNI_COMMAND.
-void run();
+/**
+ * One executable, several jobs. With no arguments it is the CNI plugin (the runtime gives the verb in
+ * CNI_COMMAND); the node-side jobs are subcommands, each loaded only when asked for so the plugin's
+ * start-up stays small. Each handler resolves to the process exit code.
+ */
+const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {};
+
+const [subcommand, ...args] = process.argv.slice(2);
+if (subcommand === undefined) {
+  void run();
+} else {
+  const handler = SUBCOMMANDS[subcommand];
+  if (handler === undefined) {
+    process.stderr.write(`istio-cni: unknown subcommand ${JSON.stringify(subcommand)}; known: ${Object.keys(SUBCOMMANDS).join(', ') || 'none'}\n`);
+    process.exitCode = 2;
+  } else {
+    void handler(args).then((code) => {
+      process.exitCode = code;
+    });
+  }
+}
