@@ -7,6 +7,7 @@ import { run } from './main.ts';
  */
 const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   validate: async (args) => (await import('./validate/validate.ts')).validateCommand(args),
+  repair: async (args) => (await import('./repair/command.ts')).repairCommand(args),
 };
 
 const [subcommand, ...args] = process.argv.slice(2);
