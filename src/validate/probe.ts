@@ -69,7 +69,7 @@ export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host: plan.listenHost, port, exclusive: true }, resolve);
+        server.listen({ host: plan.listenHost, port }, resolve);
       });
       servers.push(server);
       listening.push(address);
