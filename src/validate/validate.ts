@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { parseFlags, readFlags, withUsage } from '../flags.ts';
 import { hostPort, probePlan, runProbe, type ProbeOutcome, type ProbePlan } from './probe.ts';
 
-/** The exit status Istio's repair controller looks for on a failed istio-validation container. */
+/** The exit status the repair controller (and Istio's) looks for on a failed istio-validation container. */
 export const NOT_CAPTURED_EXIT_CODE = 126;
 
 const ValidateFlags = z.object({
