@@ -6,3 +6,4 @@ export * from './cnitool.ts';
 export * from './kube-api.ts';
 export * from './traffic.ts';
 export * from './e2e.ts';
+export * from './kube-watch.ts';

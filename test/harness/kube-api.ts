@@ -413,7 +413,15 @@ export interface FakeKubeApi {
   /** Unix socket the server also accepts connections on. */
   socketPath: string;
   close(): Promise<void>;
+  /** Serve more of the API (e.g. servePodWatch in kube-watch.ts); routes run in order after authentication. */
+  addRoute(route: FakeKubeApiRoute): void;
 }
+
+/**
+ * An extra handler for authenticated requests, tried before the built-in ones: returns true when
+ * it answers the request (and then sets record.status to the HTTP status it sent).
+ */
+export type FakeKubeApiRoute = (call: { req: IncomingMessage; res: ServerResponse; url: URL; record: RecordedRequest }) => boolean;
 
 export interface FakeKubeApiOptions {
   token?: string;
@@ -426,7 +434,7 @@ function podKey(ns: string, name: string): string {
   return `${ns}/${name}`;
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const data = JSON.stringify(body);
   res.writeHead(status, {
     'Content-Type': 'application/json',
@@ -447,6 +455,7 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
   const pods = new Map<string, Pod>();
   for (const p of opts.pods ?? []) pods.set(podKey(p.metadata.namespace, p.metadata.name), p);
   const behavior: FakeKubeApiBehavior = {};
+  const routes: FakeKubeApiRoute[] = [];
 
   const authenticate = (req: IncomingMessage): { auth: AuthMethod; ok: boolean; clientCN?: string } => {
     const sock = req.socket as TLSSocket;
@@ -486,6 +495,7 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
     };
 
     if (!a.ok) return reply(401, statusObject(401, 'Unauthorized', 'Unauthorized'));
+    if (routes.some((route) => route({ req, res, url, record: rec }))) return;
     const m = POD_PATH.exec(url.pathname);
     if (m) {
       const ns = decodeURIComponent(m[1]!);
@@ -609,6 +619,9 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
     },
     socketPath,
     close: () => unregister(),
+    addRoute(route) {
+      routes.push(route);
+    },
   };
   return api;
 }

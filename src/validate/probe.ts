@@ -1,0 +1,147 @@
+import type { Server, Socket } from 'node:net';
+
+/**
+ * Where the probe listens and what it dials. With Istio's rules, a TCP connection that leaves
+ * through `lo` to a loopback address other than 127.0.0.1 is sent to the inbound port by
+ * `ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ISTIO_IN_REDIRECT`, a rule that comes before the
+ * uid/gid 1337 exemptions: so a connection from 127.0.0.1 to 127.0.0.6 is captured even from the
+ * proxy's own uid. The source is bound to 127.0.0.1 because traffic from 127.0.0.6 (the proxy's
+ * inbound passthrough source) is exempt by the chain's first rule. REDIRECT rewrites the
+ * destination to 127.0.0.1 (::1), where the probe listens on both capture ports.
+ */
+export interface ProbePlan {
+  listenHost: string;
+  listenPorts: readonly number[];
+  target: { host: string; port: number };
+  timeoutMs: number;
+}
+
+export const OUTBOUND_CAPTURE_PORT = 15001;
+export const INBOUND_CAPTURE_PORT = 15006;
+/** Nothing listens here: a connection to it succeeds only when the rules redirect it. */
+export const PROBE_PORT = 15002;
+
+export function probePlan(ipv6: boolean, timeoutMs: number): ProbePlan {
+  return {
+    listenHost: ipv6 ? '::1' : '127.0.0.1',
+    listenPorts: [OUTBOUND_CAPTURE_PORT, INBOUND_CAPTURE_PORT],
+    target: { host: ipv6 ? '::6' : '127.0.0.6', port: PROBE_PORT },
+    timeoutMs,
+  };
+}
+
+export type ProbeOutcome =
+  | { captured: true; port: number; attempts: number; elapsedMs: number }
+  | { captured: false; attempts: number; listening: string[]; notListening: string[]; failures: Map<string, number> };
+
+const RETRY_DELAY_MS = 100;
+/** How long a connected attempt waits for its nonce to show up at a listener. */
+const NONCE_WAIT_MS = 500;
+
+/**
+ * Dials the target until one connection arrives at our own listener, which proves that the
+ * redirect rules are in place in this network namespace. A random nonce sent over the connection
+ * tells our probe apart from anything else that might connect to the capture ports.
+ */
+export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
+  const net = await import('node:net');
+  const { randomBytes } = await import('node:crypto');
+  const started = performance.now();
+  const nonce = randomBytes(16).toString('hex');
+
+  // The first listener that receives our nonce; `captured` settles at that moment.
+  let capturedPort = undefined as number | undefined;
+  let settle: () => void = () => {};
+  const captured = new Promise<void>((resolve) => {
+    settle = resolve;
+  });
+  const onCapture = (port: number): void => {
+    capturedPort ??= port;
+    settle();
+  };
+
+  const servers: Server[] = [];
+  const listening: string[] = [];
+  const notListening: string[] = [];
+  for (const port of plan.listenPorts) {
+    const address = hostPort(plan.listenHost, port);
+    const server = net.createServer((socket) => readNonce(socket, nonce, () => onCapture(port)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: plan.listenHost, port }, resolve);
+      });
+      servers.push(server);
+      listening.push(address);
+    } catch (err) {
+      notListening.push(`${address} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
+
+  const failures = new Map<string, number>();
+  let attempts = 0;
+  const deadline = started + plan.timeoutMs;
+  try {
+    while (listening.length > 0 && capturedPort === undefined && performance.now() < deadline) {
+      attempts += 1;
+      const failure = await attempt(net, plan, nonce, captured, Math.min(NONCE_WAIT_MS, deadline - performance.now()));
+      if (failure === undefined) break;
+      failures.set(failure, (failures.get(failure) ?? 0) + 1);
+      const pause = Math.min(RETRY_DELAY_MS, deadline - performance.now());
+      if (pause > 0) await Promise.race([captured, delay(pause)]);
+    }
+  } finally {
+    for (const server of servers) server.close();
+  }
+  const elapsedMs = Math.round(performance.now() - started);
+  if (capturedPort !== undefined) return { captured: true, port: capturedPort, attempts, elapsedMs };
+  return { captured: false, attempts, listening, notListening, failures };
+}
+
+/** One connection: undefined when its nonce reached a listener, else why it did not. */
+async function attempt(
+  net: typeof import('node:net'),
+  plan: ProbePlan,
+  nonce: string,
+  captured: Promise<void>,
+  waitMs: number,
+): Promise<string | undefined> {
+  const socket = net.connect({ host: plan.target.host, port: plan.target.port, localAddress: plan.listenHost });
+  socket.on('error', () => {});
+  try {
+    const connected = await new Promise<string | undefined>((resolve) => {
+      socket.once('connect', () => resolve(undefined));
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      socket.setTimeout(waitMs, () => resolve('no answer to the connection request'));
+    });
+    if (connected !== undefined) return connected;
+    socket.end(`${nonce}\n`);
+    const arrived = await Promise.race([captured.then(() => true), delay(waitMs).then(() => false)]);
+    return arrived ? undefined : 'connected to something else: the nonce never reached our listeners';
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** Reads at most one line from a connection and reports a match with our nonce. */
+function readNonce(socket: Socket, nonce: string, matched: () => void): void {
+  let received = '';
+  socket.setTimeout(NONCE_WAIT_MS, () => socket.destroy());
+  socket.on('error', () => {});
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+    if (received.length > nonce.length + 1 || received.includes('\n')) {
+      if (received.trim() === nonce) matched();
+      socket.destroy();
+    }
+  });
+}
+
+export function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** A pause that does not keep the process alive once the listeners are closed. */
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)).unref());
+}
