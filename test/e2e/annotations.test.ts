@@ -28,10 +28,11 @@ async function added(pod: h.Pod, opts: { backend?: Backend; tag: string; subnet6
   const e = await h.makeE2E({ tag: opts.tag, pods: [pod], conflist });
   const add = await e.run('add', WEB);
   assert.equal(add.code, 0, `${add.stdout}\n${add.stderr}`);
-  const ips = (add.json as { ips: { address: string }[] }).ips.map((i) => i.address.split('/')[0]!);
+  const entries = (add.json as { ips: { address: string; gateway?: string }[] }).ips;
   const check = await e.run('check', WEB);
   assert.equal(check.code, 0, `CHECK after ADD: ${check.stdout}`);
-  return { e, podIp: ips.find((ip) => !ip.includes(':'))!, podIp6: ips.find((ip) => ip.includes(':')) };
+  const v6 = entries.find((i) => i.address.includes(':'));
+  return { e, add, podIp: entries.find((i) => !i.address.includes(':'))!.address.split('/')[0]!, podIp6: v6?.address.split('/')[0], gateway6: v6?.gateway };
 }
 
 const chain = (lines: string[], name: string) => lines.filter((l) => l.startsWith(`-A ${name} `));
@@ -39,7 +40,7 @@ const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
 
 /** Did a connection land on a listener at `port` in the pod (redirected), or reach its real target? */
 async function redirectedTo(e: h.E2E, port: number, target: { ns?: h.NetnsRef; host: string; port: number; uid?: number; gid?: number }) {
-  const listener = await h.startOrigDstListener(e.topo.pod, { port, timeoutMs: 4_000 });
+  const listener = await h.startOrigDstListener(e.topo.pod, { host: target.host.includes(':') ? '::' : '0.0.0.0', port, timeoutMs: 4_000 });
   try {
     const direct = await h.probe({
       listenNs: target.ns ?? e.topo.node,
@@ -166,5 +167,96 @@ describe('refused annotations', () => {
       for (const table of ['nat', 'mangle', 'raw']) assert.deepEqual(ours(await h.iptablesS(e.topo.pod, 'nft', table)), [], table);
       assert.equal(h.normalizeIptablesSave(await h.iptablesSave(e.topo.pod, 'nft', 'nat')), before);
     }
+  });
+});
+
+describe('IPv6', () => {
+  it('a dual-stack pod gets ip6tables rules too, ::6 on lo, and its IPv6 traffic is redirected', async () => {
+    const pod = annotatedPod({ 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.201.0.0/16,fd00:201::/64' });
+    const { e, podIp6, gateway6 } = await added(pod, { tag: 'v6', subnet6: 'fd00:200::/64' });
+    assert.ok(podIp6 && gateway6, 'host-local gave the pod an IPv6 address and gateway');
+    const v6 = await h.iptablesS(e.topo.pod, 'nft', 'nat', { ipv6: true });
+    assert.ok(v6.includes('-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN'));
+    assert.ok(v6.includes('-A ISTIO_OUTPUT ! -d ::1/128 -o lo -j ISTIO_IN_REDIRECT'));
+    assert.ok(v6.includes('-A ISTIO_OUTPUT -d fd00:201::/64 -j RETURN'));
+    assert.ok(!v6.some((l) => l.includes('10.201.0.0')));
+    assert.ok(!(await h.iptablesS(e.topo.pod, 'nft')).some((l) => l.includes('fd00:201::')));
+    const lo = await h.ipAddr(e.topo.pod, 'lo');
+    assert.ok(lo[0]?.addr_info?.some((a) => a.local === '::6'), 'the IPv6 passthrough source ::6 is on lo');
+
+    // DAD may hold the new addresses back for a moment.
+    await h.execInNetns(e.topo.pod, ['/usr/bin/sleep', '2']);
+    assert.deepEqual(await redirectedTo(e, 15001, { host: gateway6!, port: 8080 }), { captured: `[${gateway6}]:8080`, reachedTarget: false });
+    const inbound = await h.probe({ listenNs: e.topo.pod, listenHost: '::', listenPort: 15006, connectNs: e.topo.node, connectHost: podIp6!, connectPort: 8080 });
+    assert.equal(inbound.listener?.original_dst, `[${podIp6}]:8080`);
+
+    const del = await e.run('del', WEB);
+    assert.equal(del.code, 0, del.stdout);
+    assert.deepEqual(ours(await h.iptablesS(e.topo.pod, 'nft', 'nat', { ipv6: true })), []);
+    assert.deepEqual(ours(await h.iptablesS(e.topo.pod, 'nft')), []);
+  });
+
+  it('rolls IPv4 back when the IPv6 half fails, so nothing is half-applied', async () => {
+    const e = await h.makeE2E({ tag: 'rollback', pods: [h.injectedPod(WEB.pod, WEB.namespace), h.plainPod('plain-0', 'default')], conflist: { iptablesBackend: 'nft' } });
+    // ptp sets the pod up (a plain pod: istio-cni programs nothing); then istio-cni alone gets a dual-stack prevResult.
+    const plain = await e.run('add', { pod: 'plain-0', namespace: 'default' });
+    assert.equal(plain.code, 0, plain.stdout);
+    const prevResult = structuredClone(plain.json) as { ips: { address: string }[] };
+    prevResult.ips.push({ address: 'fd00:200::5/64' });
+    // With IPv6 off in the pod netns, the IPv6 half cannot be programmed.
+    await h.execInNetnsOk(e.topo.pod, ['/usr/sbin/sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+    const entry = e.conf.conflist.plugins.find((p) => p.type === 'istio-cni');
+    const add = await h.runPlugin(h.DEFAULT_ISTIO_CNI_BIN, {
+      command: 'ADD',
+      stdin: { ...entry, name: e.conf.netName, cniVersion: e.conf.conflist.cniVersion, prevResult },
+      containerId: h.defaultContainerId(e.topo.pod),
+      netns: e.topo.pod,
+      ifName: 'eth0',
+      cniArgs: e.cniArgsFor(WEB),
+      path: e.cniPath,
+      hostNetns: e.topo.node,
+    });
+    assert.notEqual(add.code, 0);
+    assert.equal((add.json as { code?: number }).code, 102, add.stdout);
+    assert.match((add.json as { msg: string }).msg, /::6/, 'it failed in the IPv6 step, after IPv4 was programmed');
+    assert.deepEqual(ours(await h.iptablesS(e.topo.pod, 'nft')), [], 'the IPv4 rules were removed again');
+    assert.deepEqual(ours(await h.iptablesS(e.topo.pod, 'nft', 'nat', { ipv6: true })), []);
+  });
+});
+
+describe('TPROXY', () => {
+  it('diverts inbound through mangle with mark 1337 and table 133; DEL removes rules and routing', async () => {
+    const { e } = await added(annotatedPod({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }), { tag: 'tproxy' });
+    const mangle = await h.iptablesS(e.topo.pod, 'nft', 'mangle');
+    assert.ok(mangle.includes('-A PREROUTING -p tcp -j ISTIO_INBOUND'));
+    assert.ok(mangle.includes('-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x539/0xffffffff'));
+    assert.deepEqual(chain(mangle, 'ISTIO_DIVERT'), ['-A ISTIO_DIVERT -j MARK --set-xmark 0x539/0xffffffff', '-A ISTIO_DIVERT -j ACCEPT']);
+    assert.ok(!(await h.iptablesS(e.topo.pod, 'nft')).some((l) => l.includes('ISTIO_INBOUND')), 'no nat inbound rules');
+    const rules = await h.execInNetnsOk(e.topo.pod, [h.IP, '-4', 'rule', 'show']);
+    assert.match(rules.stdout, /fwmark 0x539 lookup 133/);
+    const routes = await h.execInNetnsOk(e.topo.pod, [h.IP, '-4', 'route', 'show', 'table', '133']);
+    assert.match(routes.stdout, /local default dev lo/);
+
+    const del = await e.run('del', WEB);
+    assert.equal(del.code, 0, del.stdout);
+    for (const table of ['nat', 'mangle']) assert.deepEqual(ours(await h.iptablesS(e.topo.pod, 'nft', table)), [], table);
+    assert.doesNotMatch((await h.execInNetnsOk(e.topo.pod, [h.IP, '-4', 'rule', 'show'])).stdout, /lookup 133/);
+  });
+});
+
+/** explain needs no privileges: it runs as nobody. */
+const AS_NOBODY = ['/usr/bin/setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+describe('istio-cni explain', () => {
+  it('prints the restore text ADD would apply, without root or a netns', async () => {
+    const manifest = new URL('../fixtures/explain-pod.yaml', import.meta.url).pathname;
+    const out = await h.run([...AS_NOBODY, h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /^-A ISTIO_INBOUND -p tcp -m tcp --dport 9080 -j ISTIO_IN_REDIRECT$/m);
+    assert.match(out.stdout, /^-A ISTIO_OUTPUT -d 169\.254\.169\.254\/32 -j RETURN$/m);
+    assert.doesNotMatch(out.stdout, /ip6tables/);
+    const v6 = await h.run([...AS_NOBODY, h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--ipv6']);
+    assert.match(v6.stdout, /# IPv6: ip6tables-restore --noflush\n\*nat\n/);
+    assert.match(v6.stdout, /^-A ISTIO_OUTPUT -s ::6\/128 -o lo -j RETURN$/m);
   });
 });
