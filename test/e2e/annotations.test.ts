@@ -4,12 +4,15 @@
  * checks the rules in the pod netns and makes real connections that must, or must not, be redirected.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
 
 after(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
+const TPROXY_LISTEN = join(h.REPO_ROOT, 'test', 'helpers', 'tproxy-listen.py');
 const GATEWAY = '10.200.0.1';
 type Backend = 'nft' | 'legacy';
 type Container = Record<string, unknown> & { name: string };
@@ -225,8 +228,8 @@ describe('IPv6', () => {
 });
 
 describe('TPROXY', () => {
-  it('diverts inbound through mangle with mark 1337 and table 133; DEL removes rules and routing', async () => {
-    const { e } = await added(annotatedPod({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }), { tag: 'tproxy' });
+  it('diverts inbound through mangle with mark 1337 and table 133 to a transparent listener; DEL removes rules and routing', async () => {
+    const { e, podIp } = await added(annotatedPod({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }), { tag: 'tproxy' });
     const mangle = await h.iptablesS(e.topo.pod, 'nft', 'mangle');
     assert.ok(mangle.includes('-A PREROUTING -p tcp -j ISTIO_INBOUND'));
     assert.ok(mangle.includes('-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x539/0xffffffff'));
@@ -236,6 +239,21 @@ describe('TPROXY', () => {
     assert.match(rules.stdout, /fwmark 0x539 lookup 133/);
     const routes = await h.execInNetnsOk(e.topo.pod, [h.IP, '-4', 'route', 'show', 'table', '133']);
     assert.match(routes.stdout, /local default dev lo/);
+
+    // A transparent listener on 15006 (as Envoy's) gets the node's connection to the pod IP, with the
+    // original destination as its local address.
+    const listener = spawn(h.NSENTER, [`--net=${h.netnsPath(e.topo.pod)}`, h.PYTHON, TPROXY_LISTEN, '15006', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const stopListener = h.trackChild(listener, 'tproxy listener');
+    let output = '';
+    listener.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+    await new Promise<void>((resolve) => listener.stderr.once('data', () => resolve()));
+    const exited = new Promise((resolve) => listener.once('close', resolve));
+    const client = await h.connectFrom(e.topo.node, { host: podIp, port: 8080 });
+    assert.equal(client.connected, true, client.error);
+    assert.equal(client.reply, 'tproxy-ok\n');
+    await exited;
+    await stopListener();
+    assert.equal((JSON.parse(output) as { local: string }).local, `${podIp}:8080`);
 
     const del = await e.run('del', WEB);
     assert.equal(del.code, 0, del.stdout);
