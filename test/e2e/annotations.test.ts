@@ -13,6 +13,7 @@ after(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
 const TPROXY_LISTEN = join(h.REPO_ROOT, 'test', 'helpers', 'tproxy-listen.py');
+const UDP_PY = join(h.REPO_ROOT, 'test', 'helpers', 'udp.py');
 const GATEWAY = '10.200.0.1';
 type Backend = 'nft' | 'legacy';
 type Container = Record<string, unknown> & { name: string };
@@ -60,6 +61,21 @@ async function redirectedTo(e: h.E2E, port: number, target: { ns?: h.NetnsRef; h
     await listener.stop();
     throw err;
   }
+}
+
+/** Sends one UDP datagram from `from` to GATEWAY:53 and returns what a listener at `listenNs`:`port` got. */
+async function udpQueryLandsIn(listenNs: h.NetnsRef, port: number, from: h.NetnsRef, payload: string, uid?: number): Promise<string | null> {
+  const listener = spawn(h.NSENTER, [`--net=${h.netnsPath(listenNs)}`, h.PYTHON, UDP_PY, 'listen', String(port), '3'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stop = h.trackChild(listener, 'udp listener');
+  let received = '';
+  listener.stdout.setEncoding('utf8').on('data', (d: string) => (received += d));
+  const exited = new Promise((resolve) => listener.once('close', resolve));
+  await new Promise<void>((resolve) => listener.stderr.once('data', () => resolve()));
+  const ids = uid === undefined ? {} : { uid, gid: uid };
+  await h.runOk(h.nsenterArgv(from, [h.PYTHON, UDP_PY, 'send', GATEWAY, '53', payload], ids), { cwd: '/' });
+  await exited;
+  await stop();
+  return received.trim() || null;
 }
 
 describe('inbound ports', () => {
@@ -148,6 +164,9 @@ describe('outbound', () => {
     assert.deepEqual(await redirectedTo(e, 15053, { host: GATEWAY, port: 53 }), { captured: `${GATEWAY}:53`, reachedTarget: false });
     // The proxy's own DNS queries go out.
     assert.deepEqual(await redirectedTo(e, 15053, { host: GATEWAY, port: 53, uid: 1337 }), { captured: null, reachedTarget: true });
+    // UDP too: the app's query lands on the agent's port, the proxy's reaches the server.
+    assert.equal(await udpQueryLandsIn(e.topo.pod, 15053, e.topo.pod, 'app-query'), 'app-query');
+    assert.equal(await udpQueryLandsIn(e.topo.node, 53, e.topo.pod, 'proxy-query', 1337), 'proxy-query');
   });
 });
 
