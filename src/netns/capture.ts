@@ -83,9 +83,9 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
 export async function removeCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<boolean> {
   let removed = false;
   for (const family of FAMILIES) {
-    const tproxy = (await readState(netns, backend, family)).get('mangle')?.chains.includes('ISTIO_DIVERT') ?? false;
-    removed = (await removeRuleSet(netns, backend, family)) || removed;
-    if (tproxy) await removeTproxyRouting(netns, family, settings);
+    const owned = await removeRuleSet(netns, backend, family);
+    removed ||= owned.size > 0;
+    if (owned.get('mangle')?.chains.includes('ISTIO_DIVERT')) await removeTproxyRouting(netns, family, settings);
   }
   return removed;
 }

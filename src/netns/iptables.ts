@@ -1,6 +1,6 @@
 import { realpathSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.ts';
-import { parseSave, renderCreate, renderRemoval, renderReplace, type SavedState } from '../redirect/restore.ts';
+import { ownedState, parseSave, renderCreate, renderRemoval, renderReplace, type OwnedTable, type SavedState } from '../redirect/restore.ts';
 import type { Family } from '../redirect/cidr.ts';
 import type { RuleSet } from '../redirect/ruleset.ts';
 import { execute } from './exec.ts';
@@ -61,10 +61,10 @@ export async function applyRuleSet(netns: string, backend: Backend, ruleSet: Rul
   return 'replaced';
 }
 
-/** Removes every chain of ours and every jump into them; nothing to do is success. */
-export async function removeRuleSet(netns: string, backend: Backend, family: Family = 4): Promise<boolean> {
-  const removal = renderRemoval(await readState(netns, backend, family));
-  if (removal === '') return false;
-  await restoreOrFail(netns, backend, family, removal);
-  return true;
+/** Removes every chain of ours and every jump into them, and returns what it removed (nothing to do is success). */
+export async function removeRuleSet(netns: string, backend: Backend, family: Family = 4): Promise<Map<string, OwnedTable>> {
+  const saved = await readState(netns, backend, family);
+  const removal = renderRemoval(saved);
+  if (removal !== '') await restoreOrFail(netns, backend, family, removal);
+  return ownedState(saved);
 }
