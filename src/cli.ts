@@ -6,6 +6,7 @@ import { run } from './main.ts';
  * start-up stays small. Each handler resolves to the process exit code.
  */
 const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  explain: async (args) => (await import('./explain.ts')).explain(args),
   validate: async (args) => (await import('./validate/validate.ts')).validateCommand(args),
   repair: async (args) => (await import('./repair/command.ts')).repairCommand(args),
 };

@@ -3,17 +3,17 @@ import type { CniArgs } from './cni/args.ts';
 import { parseConfig, versionOf, type PluginConfig } from './cni/config.ts';
 import { readCommand, readInvocation, type Command, type Invocation } from './cni/env.ts';
 import { CniError, ErrorCode, toSpecError } from './cni/errors.ts';
-import { passThroughResult, versionResult } from './cni/result.ts';
+import { addressesOf, passThroughResult, versionResult } from './cni/result.ts';
 import { versionAtLeast, type CniVersion } from './cni/versions.ts';
 import type { Decision } from './kube/decision.ts';
 import { loadKubeconfig } from './kube/kubeconfig.ts';
 import { decide } from './kube/lookup.ts';
 import { createLogger, type Logger } from './log.ts';
-import { applyRuleSet, readState, removeRuleSet, resolveBackend } from './netns/iptables.ts';
+import { applyCapture, captureDifferences, removeCapture } from './netns/capture.ts';
+import { resolveBackend } from './netns/iptables.ts';
 import { checkNetnsPath } from './netns/netns.ts';
-import { differences } from './redirect/restore.ts';
-import { buildRuleSet } from './redirect/ruleset.ts';
-import { DEFAULT_SETTINGS } from './redirect/settings.ts';
+import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
+import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
@@ -28,9 +28,10 @@ async function cmdAdd({ config, invocation, summary }: VerbContext): Promise<obj
   const decision = await decide(config, invocation.args);
   noteDecision(summary, decision);
   if (decision.redirect) {
+    // Validated before the netns is touched: a bad annotation changes nothing.
+    const settings = captureSettings(config, decision);
     requireNetns(invocation.netns);
-    const ruleSet = buildRuleSet(DEFAULT_SETTINGS);
-    summary.rules = await applyRuleSet(invocation.netns, resolveBackend(config.iptablesBackend), ruleSet);
+    summary.rules = await applyCapture(invocation.netns, resolveBackend(config.iptablesBackend), settings);
   }
   return passThroughResult(config);
 }
@@ -41,7 +42,8 @@ async function cmdDel({ config, invocation, summary }: VerbContext): Promise<und
     summary.rules = 'netns gone';
     return;
   }
-  const removed = await removeRuleSet(invocation.netns, resolveBackend(config.iptablesBackend));
+  // DEL makes no API call: TPROXY's mark and route table are fixed, so the defaults find them.
+  const removed = await removeCapture(invocation.netns, resolveBackend(config.iptablesBackend), DEFAULT_SETTINGS);
   summary.rules = removed ? 'removed' : 'none';
 }
 
@@ -49,9 +51,9 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   requireVersion(config.cniVersion, '0.4.0', 'CHECK');
   const decision = await decide(config, invocation.args);
   noteDecision(summary, decision);
+  const settings = decision.redirect ? captureSettings(config, decision) : undefined;
   requireNetns(invocation.netns);
-  const expected = decision.redirect ? buildRuleSet(DEFAULT_SETTINGS) : [];
-  const found = differences(expected, await readState(invocation.netns, resolveBackend(config.iptablesBackend)));
+  const found = await captureDifferences(invocation.netns, resolveBackend(config.iptablesBackend), settings);
   if (found.length > 0) {
     throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.join('; '));
   }
@@ -90,6 +92,15 @@ function requireVersion(version: CniVersion, minimum: CniVersion, verb: string):
 
 function requireNetns(netns: string): void {
   if (!checkNetnsPath(netns)) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${netns} does not exist`);
+}
+
+function captureSettings(config: PluginConfig, decision: Extract<Decision, { redirect: true }>): RedirectSettings {
+  return settingsFromPod({
+    annotations: decision.annotations,
+    proxy: decision.proxy,
+    podIps: addressesOf(config.prevResult),
+    defaults: config.capture,
+  });
 }
 
 function noteDecision(summary: Summary, decision: Decision): void {

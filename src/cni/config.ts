@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CaptureDefaults } from '../redirect/settings.ts';
 import { CniError, ErrorCode } from './errors.ts';
 import { CniVersion, LATEST_VERSION } from './versions.ts';
 
@@ -37,6 +38,7 @@ export const PluginConfig = z
     exclude_namespaces: z.array(z.string()).optional(),
     cni_agent_run_dir: AbsolutePath.optional(),
     iptables_backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+    capture: CaptureDefaults,
   })
   .transform((raw) => ({
     cniVersion: raw.cniVersion,
@@ -50,6 +52,7 @@ export const PluginConfig = z
       raw.exclude_namespaces ?? raw.kubernetes?.exclude_namespaces ?? DEFAULT_EXCLUDED_NAMESPACES,
     ),
     iptablesBackend: raw.iptables_backend,
+    capture: raw.capture,
   }));
 export type PluginConfig = z.output<typeof PluginConfig>;
 

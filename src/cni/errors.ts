@@ -15,6 +15,7 @@ export const ErrorCode = {
   RulesMismatch: 103,
   InvalidNetns: 104,
   KubeconfigInvalid: 105,
+  InvalidAnnotation: 106,
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -20,3 +20,13 @@ export function versionResult(stdin: string) {
   const cniVersion = typeof requested === 'string' && /^\d+\.\d+\.\d+$/.test(requested) ? requested : LATEST_VERSION;
   return { cniVersion, supportedVersions: [...SUPPORTED_VERSIONS] };
 }
+
+/** The addresses in a previous result (`10.0.0.5/24`, `fd00::5/64`); none when there is no result. */
+export function addressesOf(prevResult: Record<string, unknown> | undefined): string[] {
+  const ips = prevResult?.ips;
+  if (!Array.isArray(ips)) return [];
+  return ips.flatMap((entry: unknown) => {
+    const address = (entry as { address?: unknown } | null)?.address;
+    return typeof address === 'string' ? [address] : [];
+  });
+}

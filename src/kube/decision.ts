@@ -9,7 +9,7 @@ const FALSE_WORDS = new Set(['false', '0', 'n', 'no', 'off']);
 
 export type Decision =
   | { redirect: false; reason: string }
-  | { redirect: true; reason: string; proxy: Container };
+  | { redirect: true; reason: string; proxy: Container; annotations: Record<string, string> };
 
 export type PodRef = { namespace: string; name: string };
 
@@ -44,5 +44,5 @@ export function decideFromPod(pod: Pod): Decision {
   if (pod.metadata.annotations?.[STATUS_ANNOTATION] === undefined) {
     return { redirect: false, reason: `pod has no ${STATUS_ANNOTATION} annotation: not injected` };
   }
-  return { redirect: true, reason: 'pod has an injected istio-proxy sidecar', proxy };
+  return { redirect: true, reason: 'pod has an injected istio-proxy sidecar', proxy, annotations: pod.metadata.annotations ?? {} };
 }

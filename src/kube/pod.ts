@@ -7,6 +7,10 @@ export const Container = z.object({
   env: z.array(EnvVar).optional(),
   /** "Always" on an init container makes it a native sidecar. */
   restartPolicy: z.string().optional(),
+  /** Non-zero ids here are the proxy's identity, exempt from capture. */
+  securityContext: z
+    .object({ runAsUser: z.number().int().optional(), runAsGroup: z.number().int().optional() })
+    .optional(),
 });
 export type Container = z.infer<typeof Container>;
 

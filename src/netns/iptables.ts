@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.ts';
-import { parseSave, renderCreate, renderRemoval, renderReplace, type SavedState } from '../redirect/restore.ts';
+import { ownedState, parseSave, renderCreate, renderRemoval, renderReplace, type OwnedTable, type SavedState } from '../redirect/restore.ts';
+import type { Family } from '../redirect/cidr.ts';
 import type { RuleSet } from '../redirect/ruleset.ts';
 import { execute } from './exec.ts';
 
@@ -22,22 +23,25 @@ export function resolveBackend(choice: Backend | 'auto'): Backend {
   }
 }
 
-async function restore(netns: string, backend: Backend, text: string) {
-  return execute([NSENTER, `--net=${netns}`, `${SBIN}/iptables-${backend}-restore`, '--noflush', '--wait', LOCK_WAIT_SECONDS], text, TIMEOUT_MS);
+/** `iptables-nft`, `ip6tables-legacy`, …: the program prefix for a backend and an address family. */
+const program = (backend: Backend, family: Family) => `${SBIN}/${family === 6 ? 'ip6tables' : 'iptables'}-${backend}`;
+
+async function restore(netns: string, backend: Backend, family: Family, text: string) {
+  return execute([NSENTER, `--net=${netns}`, `${program(backend, family)}-restore`, '--noflush', '--wait', LOCK_WAIT_SECONDS], text, TIMEOUT_MS);
 }
 
-export async function readState(netns: string, backend: Backend): Promise<SavedState> {
-  const result = await execute([NSENTER, `--net=${netns}`, `${SBIN}/iptables-${backend}-save`], '', TIMEOUT_MS);
+export async function readState(netns: string, backend: Backend, family: Family = 4): Promise<SavedState> {
+  const result = await execute([NSENTER, `--net=${netns}`, `${program(backend, family)}-save`], '', TIMEOUT_MS);
   if (result.code !== 0) {
-    throw new CniError(ErrorCode.IptablesFailed, 'iptables-save failed', `${netns}: ${result.stderr.trim()}`);
+    throw new CniError(ErrorCode.IptablesFailed, `${family === 6 ? 'ip6tables' : 'iptables'}-save failed`, `${netns}: ${result.stderr.trim()}`);
   }
   return parseSave(result.stdout);
 }
 
-async function restoreOrFail(netns: string, backend: Backend, text: string): Promise<void> {
-  const result = await restore(netns, backend, text);
+async function restoreOrFail(netns: string, backend: Backend, family: Family, text: string): Promise<void> {
+  const result = await restore(netns, backend, family, text);
   if (result.code !== 0) {
-    throw new CniError(ErrorCode.IptablesFailed, 'iptables-restore failed', `${netns}: ${result.stderr.trim()}`);
+    throw new CniError(ErrorCode.IptablesFailed, `${family === 6 ? 'ip6tables' : 'iptables'}-restore failed`, `${netns}: ${result.stderr.trim()}`);
   }
 }
 
@@ -46,21 +50,21 @@ async function restoreOrFail(netns: string, backend: Backend, text: string): Pro
  * ours is already there (a repeated ADD), the state is read and replaced in one transaction, so the
  * netns never ends with two copies of a rule or half a rule set.
  */
-export async function applyRuleSet(netns: string, backend: Backend, ruleSet: RuleSet): Promise<'created' | 'replaced'> {
-  const fresh = await restore(netns, backend, renderCreate(ruleSet));
+export async function applyRuleSet(netns: string, backend: Backend, ruleSet: RuleSet, family: Family = 4): Promise<'created' | 'replaced'> {
+  const fresh = await restore(netns, backend, family, renderCreate(ruleSet));
   if (fresh.code === 0) return 'created';
-  const saved = await readState(netns, backend);
+  const saved = await readState(netns, backend, family);
   if (renderRemoval(saved) === '') {
-    throw new CniError(ErrorCode.IptablesFailed, 'iptables-restore failed', `${netns}: ${fresh.stderr.trim()}`);
+    throw new CniError(ErrorCode.IptablesFailed, `${family === 6 ? 'ip6tables' : 'iptables'}-restore failed`, `${netns}: ${fresh.stderr.trim()}`);
   }
-  await restoreOrFail(netns, backend, renderReplace(ruleSet, saved));
+  await restoreOrFail(netns, backend, family, renderReplace(ruleSet, saved));
   return 'replaced';
 }
 
-/** Removes every chain of ours and every jump into them; nothing to do is success. */
-export async function removeRuleSet(netns: string, backend: Backend): Promise<boolean> {
-  const removal = renderRemoval(await readState(netns, backend));
-  if (removal === '') return false;
-  await restoreOrFail(netns, backend, removal);
-  return true;
+/** Removes every chain of ours and every jump into them, and returns what it removed (nothing to do is success). */
+export async function removeRuleSet(netns: string, backend: Backend, family: Family = 4): Promise<Map<string, OwnedTable>> {
+  const saved = await readState(netns, backend, family);
+  const removal = renderRemoval(saved);
+  if (removal !== '') await restoreOrFail(netns, backend, family, removal);
+  return ownedState(saved);
 }

@@ -1,0 +1,57 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { CniError } from './cni/errors.ts';
+import { decideFromPod } from './kube/decision.ts';
+import { Pod } from './kube/pod.ts';
+import { renderCreate } from './redirect/restore.ts';
+import { buildRuleSet } from './redirect/ruleset.ts';
+import { CaptureDefaults } from './redirect/settings.ts';
+import { settingsFromPod } from './redirect/settings-from-pod.ts';
+
+const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6]\n';
+
+/** The pod's addresses as `kubectl get pod -o yaml` shows them, once it has run. */
+function statusIps(document: unknown): string[] {
+  const podIPs = (document as { status?: { podIPs?: { ip?: unknown }[] } } | null)?.status?.podIPs ?? [];
+  return podIPs.flatMap((entry) => (typeof entry?.ip === 'string' ? [entry.ip] : []));
+}
+
+/**
+ * `istio-cni explain`: the iptables-restore input ADD would apply for a pod manifest, with the
+ * plugin's default settings. No root, no netns, no API server. IPv6 rules are shown when the manifest's
+ * status has an IPv6 pod IP or with --ipv6.
+ */
+export async function explain(args: string[]): Promise<number> {
+  const file = args.find((a) => !a.startsWith('--'));
+  const unknown = args.filter((a) => a.startsWith('--') && a !== '--ipv6');
+  if (file === undefined || unknown.length > 0 || args.length > 2) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  try {
+    const document: unknown = parseYaml(readFileSync(file, 'utf8'));
+    const pod = Pod.safeParse(document);
+    if (!pod.success) throw new Error(`not a pod manifest: ${pod.error.issues[0]?.path.join('.')}: ${pod.error.issues[0]?.message}`);
+    const decision = decideFromPod(pod.data);
+    if (!decision.redirect) {
+      process.stdout.write(`# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: no rules (${decision.reason})\n`);
+      return 0;
+    }
+    const fromPod = settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) });
+    const settings = { ...fromPod, ipv6: fromPod.ipv6 || args.includes('--ipv6') };
+    let out = `# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: ${decision.reason}\n`;
+    for (const family of [4, 6] as const) {
+      const ruleSet = buildRuleSet(settings, family);
+      if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
+    }
+    if (settings.interceptionMode === 'TPROXY') {
+      out += `# and, per family: ip rule add fwmark ${settings.tproxyMark} lookup ${settings.tproxyRouteTable}; ip route replace local default dev lo table ${settings.tproxyRouteTable}\n`;
+    }
+    process.stdout.write(out);
+    return 0;
+  } catch (err) {
+    const message = err instanceof CniError ? `${err.message}: ${err.details}` : (err as Error).message;
+    process.stderr.write(`istio-cni explain: ${message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,105 @@
+import { CniError, ErrorCode } from '../cni/errors.ts';
+import type { Family } from '../redirect/cidr.ts';
+import { differences } from '../redirect/restore.ts';
+import { buildRuleSet } from '../redirect/ruleset.ts';
+import type { RedirectSettings } from '../redirect/settings.ts';
+import { execute } from './exec.ts';
+import { applyRuleSet, readState, removeRuleSet, type Backend } from './iptables.ts';
+
+const NSENTER = '/usr/bin/nsenter';
+const IP = '/usr/sbin/ip';
+const TIMEOUT_MS = 15_000;
+const FAMILIES: readonly Family[] = [4, 6];
+/** Istio's inbound passthrough source for IPv6; lo only has ::1 by default. */
+const IPV6_PASSTHROUGH_ADDRESS = '::6/128';
+
+async function ip(netns: string, args: string[]) {
+  return execute([NSENTER, `--net=${netns}`, IP, ...args], '', TIMEOUT_MS);
+}
+
+async function ipOrFail(netns: string, args: string[]): Promise<string> {
+  const result = await ip(netns, args);
+  if (result.code !== 0) {
+    throw new CniError(ErrorCode.IptablesFailed, `ip ${args.join(' ')} failed`, `${netns}: ${result.stderr.trim()}`);
+  }
+  return result.stdout;
+}
+
+/** `fwmark 0x539 lookup 133` as `ip rule show` prints it. */
+const tproxyRuleText = (s: RedirectSettings) => `fwmark 0x${s.tproxyMark.toString(16)} lookup ${s.tproxyRouteTable}`;
+
+async function hasTproxyRule(netns: string, family: Family, s: RedirectSettings): Promise<boolean> {
+  return (await ipOrFail(netns, [`-${family}`, 'rule', 'show'])).includes(tproxyRuleText(s));
+}
+
+/** TPROXY-marked packets are routed to lo: a policy rule for the mark and a local default route. */
+async function addTproxyRouting(netns: string, family: Family, s: RedirectSettings): Promise<void> {
+  if (!(await hasTproxyRule(netns, family, s))) {
+    await ipOrFail(netns, [`-${family}`, 'rule', 'add', 'fwmark', String(s.tproxyMark), 'lookup', String(s.tproxyRouteTable)]);
+  }
+  await ipOrFail(netns, [`-${family}`, 'route', 'replace', 'local', 'default', 'dev', 'lo', 'table', String(s.tproxyRouteTable)]);
+}
+
+async function removeTproxyRouting(netns: string, family: Family, s: RedirectSettings): Promise<void> {
+  while (await hasTproxyRule(netns, family, s)) {
+    await ipOrFail(netns, [`-${family}`, 'rule', 'del', 'fwmark', String(s.tproxyMark), 'lookup', String(s.tproxyRouteTable)]);
+  }
+  // The table holds only our route; flushing an empty table is not an error worth failing DEL for.
+  await ip(netns, [`-${family}`, 'route', 'flush', 'table', String(s.tproxyRouteTable)]);
+}
+
+const familiesOf = (s: RedirectSettings) => FAMILIES.filter((f) => buildRuleSet(s, f).length > 0);
+
+/**
+ * Programs every family the pod needs, each in one restore. When a later family fails, the families
+ * already programmed are removed again: the pod ends with all of its rules or none of them.
+ */
+export async function applyCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<string> {
+  const families = familiesOf(settings);
+  const done: Family[] = [];
+  try {
+    for (const family of families) {
+      if (family === 6) {
+        const added = await ip(netns, ['-6', 'addr', 'add', IPV6_PASSTHROUGH_ADDRESS, 'dev', 'lo']);
+        if (added.code !== 0 && !/exists|already assigned/i.test(added.stderr)) {
+          throw new CniError(ErrorCode.IptablesFailed, `cannot add ${IPV6_PASSTHROUGH_ADDRESS} to lo`, `${netns}: ${added.stderr.trim()}`);
+        }
+      }
+      done.push(family);
+      if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
+      await applyRuleSet(netns, backend, buildRuleSet(settings, family), family);
+    }
+  } catch (err) {
+    for (const family of done) {
+      await removeRuleSet(netns, backend, family).catch(() => undefined);
+      if (settings.interceptionMode === 'TPROXY') await removeTproxyRouting(netns, family, settings).catch(() => undefined);
+    }
+    throw err;
+  }
+  return families.map((f) => `ipv${f}`).join('+') || 'none';
+}
+
+/** Removes our rules of both families (and TPROXY's routing when it was in use); true when anything was there. */
+export async function removeCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<boolean> {
+  let removed = false;
+  for (const family of FAMILIES) {
+    const owned = await removeRuleSet(netns, backend, family);
+    removed ||= owned.size > 0;
+    if (owned.get('mangle')?.chains.includes('ISTIO_DIVERT')) await removeTproxyRouting(netns, family, settings);
+  }
+  return removed;
+}
+
+/** How the netns differs from what the pod needs, in both families; empty when it matches. */
+export async function captureDifferences(netns: string, backend: Backend, settings: RedirectSettings | undefined): Promise<string[]> {
+  const found: string[] = [];
+  for (const family of FAMILIES) {
+    const expected = settings ? buildRuleSet(settings, family) : [];
+    const label = family === 6 ? 'ipv6 ' : '';
+    found.push(...differences(expected, await readState(netns, backend, family)).map((line) => label + line));
+    if (settings?.interceptionMode === 'TPROXY' && expected.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
+      found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
+    }
+  }
+  return found;
+}
