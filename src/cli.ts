@@ -5,7 +5,10 @@ import { run } from './main.ts';
  * CNI_COMMAND); the node-side jobs are subcommands, each loaded only when asked for so the plugin's
  * start-up stays small. Each handler resolves to the process exit code.
  */
-const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {};
+const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  install: async (args) => (await import('./install/main.ts')).install(args),
+  uninstall: async (args) => (await import('./install/main.ts')).uninstall(args),
+};
 
 const [subcommand, ...args] = process.argv.slice(2);
 if (subcommand === undefined) {
