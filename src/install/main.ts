@@ -106,10 +106,8 @@ function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> 
   const watchers: FSWatcher[] = [watch(settings.netDir, soon)];
   if (settings.api !== undefined) watchers.push(watch(settings.serviceAccountDir, soon));
   for (const w of watchers) w.on('error', (err) => log.error({ err }, 'watch failed'));
-  round();
-  log.info({ netDir: settings.netDir, binDirs: settings.binDirs }, 'watching for changes');
 
-  return new Promise((resolve) => {
+  const stopped = new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
@@ -127,4 +125,8 @@ function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> 
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+  round();
+  // Logged once the signal handlers are in place: from here on a SIGTERM always cleans up.
+  log.info({ netDir: settings.netDir, binDirs: settings.binDirs }, 'watching for changes');
+  return stopped;
 }

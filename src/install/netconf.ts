@@ -19,7 +19,7 @@ export interface NetConfig {
 }
 
 export function isConfigFileName(fileName: string): boolean {
-  return !fileName.startsWith('.') && CONFIG_EXTENSIONS.some((ext) => fileName.endsWith(ext));
+  return CONFIG_EXTENSIONS.some((ext) => fileName.endsWith(ext));
 }
 
 /** undefined when the runtime would skip the file: not JSON, or not a usable plugin (list). */
