@@ -195,6 +195,26 @@ describe('istio-cni install', () => {
     assert.match(nothing.stderr, /our entry is not in place/);
   });
 
+  it('scripts/cni-entry.sh adds our entry and the executable by hand, and removes them', async () => {
+    const node = makeFakeNode();
+    const path = join(node.netDir, '10-calico.conflist');
+    writeFileSync(path, CALICO);
+    const env = h.minimalEnv({ CNI_NET_DIR: node.netDir, CNI_BIN_DIR: node.binDir });
+    const script = join(h.REPO_ROOT, 'scripts', 'cni-entry.sh');
+
+    const add = await h.run(['/bin/bash', script, 'add'], { env });
+    assert.equal(add.code, 0, add.stderr);
+    const entry = readConflist(path).plugins.at(-1)!;
+    assert.deepEqual(entry, { ...OUR_ENTRY, kubernetes: { ...OUR_ENTRY.kubernetes, kubeconfig: join(node.netDir, KUBECONFIG_NAME) } });
+    assert.equal(statSync(join(node.binDir, 'istio-cni')).size, statSync(h.DEFAULT_ISTIO_CNI_BIN).size);
+    assert.deepEqual(readdirSync(node.netDir), ['10-calico.conflist'], 'no kubeconfig without KUBERNETES_SERVICE_HOST');
+
+    const remove = await h.run(['/bin/bash', script, 'remove'], { env });
+    assert.equal(remove.code, 0, remove.stderr);
+    assert.deepEqual(readConflist(path), JSON.parse(CALICO));
+    assert.deepEqual(readdirSync(node.binDir), []);
+  });
+
   it('refuses bad settings before touching the node, naming the variable', async () => {
     const cases: Array<[NodeJS.ProcessEnv, RegExp]> = [
       [{ CNI_NETWORK_CONFIG: '{"type": "calico"}' }, /CNI_NETWORK_CONFIG: must be a JSON object with "type": "istio-cni"/],
