@@ -47,7 +47,11 @@ function wrapSingle(fileName: string, plugin: Plugin): Conflist {
 
 /** The name a single-plugin file gets once it holds a list: `10-bridge.conf` -> `10-bridge.conflist`. */
 export function conflistFileName(config: NetConfig): string {
-  return config.single ? config.fileName.replace(/\.[^.]+$/, '.conflist') : config.fileName;
+  return config.single ? asConflistName(config.fileName) : config.fileName;
+}
+
+function asConflistName(fileName: string): string {
+  return fileName.replace(/\.(conf|json)$/, '.conflist');
 }
 
 /**
@@ -55,7 +59,8 @@ export function conflistFileName(config: NetConfig): string {
  * named one when CNI_CONF_NAME is set. `files` maps file names to contents.
  */
 export function primaryConfig(files: ReadonlyMap<string, string>, confName: string | undefined): NetConfig | undefined {
-  const names = confName === undefined ? [...files.keys()].filter(isConfigFileName).sort(byteOrder) : [confName];
+  // A named single-plugin file may already have been turned into its .conflist.
+  const names = confName === undefined ? [...files.keys()].filter(isConfigFileName).sort(byteOrder) : [confName, asConflistName(confName)];
   for (const fileName of names) {
     const text = files.get(fileName);
     const config = text === undefined ? undefined : parseNetConfig(fileName, text);

@@ -98,6 +98,22 @@ describe('istio-cni install', () => {
     assert.deepEqual(readConflist(join(node.netDir, '10-calico.conflist')), JSON.parse(CALICO));
   });
 
+  it('with CNI_CONF_NAME uses that file, also once it has become a .conflist', async () => {
+    const node = makeFakeNode({ env: { CNI_CONF_NAME: '20-bridge.conf' } });
+    writeFileSync(join(node.netDir, '10-calico.conflist'), CALICO);
+    writeFileSync(join(node.netDir, '20-bridge.conf'), BRIDGE);
+    const installer = await startInstaller(node);
+    const bridgeList = join(node.netDir, '20-bridge.conflist');
+    assert.ok(entryIsLast(bridgeList));
+    // Later rounds (our own writes, calico rewriting its file) must keep it there.
+    writeFileSync(join(node.netDir, '10-calico.conflist'), CALICO);
+    await h.sleep(500);
+    assert.ok(entryIsLast(bridgeList));
+    assert.equal(readFileSync(join(node.netDir, '10-calico.conflist'), 'utf8'), CALICO);
+    assert.equal(await stopInstaller(installer), 0);
+    assert.deepEqual(types(readConflist(bridgeList)), ['bridge']);
+  });
+
   it('replaces older istio-cni entries with exactly one, last', async () => {
     const node = makeFakeNode();
     const calico = JSON.parse(CALICO) as { plugins: unknown[] };
