@@ -9,6 +9,8 @@ const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   explain: async (args) => (await import('./explain.ts')).explain(args),
   validate: async (args) => (await import('./validate/validate.ts')).validateCommand(args),
   repair: async (args) => (await import('./repair/command.ts')).repairCommand(args),
+  install: async (args) => (await import('./install/main.ts')).install(args),
+  uninstall: async (args) => (await import('./install/main.ts')).uninstall(args),
 };
 
 const [subcommand, ...args] = process.argv.slice(2);

@@ -1,0 +1,113 @@
+import { z } from 'zod';
+import { PluginConfig } from '../cni/config.ts';
+
+const AbsolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
+const FileName = z.string().regex(/^[^/\0]+$/, 'must be a file name without "/"').refine((n) => n !== '.' && n !== '..', 'must be a file name');
+const Flag = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', ''])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+/** Where `__KUBECONFIG_FILEPATH__` in CNI_NETWORK_CONFIG is replaced by the kubeconfig's host path. */
+export const KUBECONFIG_PLACEHOLDER = '__KUBECONFIG_FILEPATH__';
+
+const DEFAULT_ENTRY = JSON.stringify({
+  type: 'istio-cni',
+  log_level: 'info',
+  kubernetes: { kubeconfig: KUBECONFIG_PLACEHOLDER, cni_bin_dir: '/opt/cni/bin', exclude_namespaces: ['kube-system'] },
+});
+
+/**
+ * The installer's settings, from the environment, named as Istio's install-cni names them. The
+ * CNI_* directories come in pairs: the MOUNTED_* path is where this container sees the host's
+ * directory, the other is the host's own path (what the runtime on the node reads).
+ */
+const InstallEnv = z.object({
+  CNI_NET_DIR: AbsolutePath.default('/etc/cni/net.d'),
+  MOUNTED_CNI_NET_DIR: AbsolutePath.default('/host/etc/cni/net.d'),
+  /** Comma-separated; the executable is copied into each. */
+  MOUNTED_CNI_BIN_DIRS: z
+    .string()
+    .default('/host/opt/cni/bin')
+    .transform((v) => v.split(',').map((d) => d.trim()).filter((d) => d !== ''))
+    .pipe(z.array(AbsolutePath).min(1)),
+  /** The config file to add our entry to; empty: the one the runtime uses (lowest-sorted valid). */
+  CNI_CONF_NAME: z.union([FileName, z.literal('')]).default(''),
+  KUBECFG_FILE_NAME: FileName.default('ZZZ-istio-cni-kubeconfig'),
+  /** Our plugin entry (JSON); `__KUBECONFIG_FILEPATH__` is replaced by CNI_NET_DIR/KUBECFG_FILE_NAME. */
+  CNI_NETWORK_CONFIG: z.string().default(DEFAULT_ENTRY),
+  /** Unset: no kubeconfig is written (an operator running the installer by hand brings their own). */
+  KUBERNETES_SERVICE_HOST: z.string().regex(/^[A-Za-z0-9.:-]+$/, 'must be a host name or IP address').optional(),
+  KUBERNETES_SERVICE_PORT: z.coerce.number().int().min(1).max(65535).default(443),
+  KUBERNETES_SERVICE_PROTOCOL: z.enum(['https', 'http']).default('https'),
+  SKIP_TLS_VERIFY: Flag.default(false),
+  /** The projected service-account volume: token, ca.crt. */
+  SERVICE_ACCOUNT_PATH: AbsolutePath.default('/var/run/secrets/kubernetes.io/serviceaccount'),
+  /** The executable to copy; default: this process's own executable (the single-executable app). */
+  CNI_BINARY_SOURCE: AbsolutePath.optional(),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+});
+
+export interface InstallSettings {
+  hostNetDir: string;
+  netDir: string;
+  binDirs: string[];
+  confName: string | undefined;
+  kubeconfigName: string;
+  /** Our plugin entry, placeholder replaced, checked against the plugin's own config schema. */
+  entry: Record<string, unknown>;
+  api: { server: string; skipTlsVerify: boolean } | undefined;
+  serviceAccountDir: string;
+  binarySource: string | undefined;
+  logLevel: z.output<typeof InstallEnv>['LOG_LEVEL'];
+}
+
+export class SettingsError extends Error {}
+
+/** Parses the environment once; every problem is a SettingsError naming the variable. */
+export function parseInstallSettings(env: NodeJS.ProcessEnv): InstallSettings {
+  const parsed = InstallEnv.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new SettingsError(`invalid environment: ${issue?.path.join('.')}: ${issue?.message}`);
+  }
+  const e = parsed.data;
+  const kubeconfigHostPath = `${e.CNI_NET_DIR}/${e.KUBECFG_FILE_NAME}`;
+  return {
+    hostNetDir: e.CNI_NET_DIR,
+    netDir: e.MOUNTED_CNI_NET_DIR,
+    binDirs: e.MOUNTED_CNI_BIN_DIRS,
+    confName: e.CNI_CONF_NAME === '' ? undefined : e.CNI_CONF_NAME,
+    kubeconfigName: e.KUBECFG_FILE_NAME,
+    entry: parseEntry(e.CNI_NETWORK_CONFIG, kubeconfigHostPath),
+    api:
+      e.KUBERNETES_SERVICE_HOST === undefined
+        ? undefined
+        : { server: serverUrl(e.KUBERNETES_SERVICE_PROTOCOL, e.KUBERNETES_SERVICE_HOST, e.KUBERNETES_SERVICE_PORT), skipTlsVerify: e.SKIP_TLS_VERIFY },
+    serviceAccountDir: e.SERVICE_ACCOUNT_PATH,
+    binarySource: e.CNI_BINARY_SOURCE,
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+function serverUrl(protocol: string, host: string, port: number): string {
+  return `${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** The entry must be an `istio-cni` plugin object the plugin itself would accept. */
+function parseEntry(template: string, kubeconfigHostPath: string): Record<string, unknown> {
+  const text = template.replaceAll(KUBECONFIG_PLACEHOLDER, JSON.stringify(kubeconfigHostPath).slice(1, -1));
+  let entry: unknown;
+  try {
+    entry = JSON.parse(text);
+  } catch (err) {
+    throw new SettingsError(`invalid environment: CNI_NETWORK_CONFIG: not JSON: ${(err as Error).message}`);
+  }
+  const shape = z.looseObject({ type: z.literal('istio-cni') }).safeParse(entry);
+  if (!shape.success) throw new SettingsError('invalid environment: CNI_NETWORK_CONFIG: must be a JSON object with "type": "istio-cni"');
+  const asPlugin = PluginConfig.safeParse({ ...shape.data, cniVersion: '1.0.0' });
+  if (!asPlugin.success) {
+    const issue = asPlugin.error.issues[0];
+    throw new SettingsError(`invalid environment: CNI_NETWORK_CONFIG: ${issue?.path.join('.')}: ${issue?.message}`);
+  }
+  return shape.data;
+}
