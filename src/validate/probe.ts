@@ -82,9 +82,12 @@ export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
   let attempts = 0;
   const deadline = started + plan.timeoutMs;
   try {
-    while (listening.length > 0 && capturedPort === undefined && performance.now() < deadline) {
+    while (listening.length > 0 && capturedPort === undefined) {
+      // Read the clock once per round: a second reading could already be past the deadline.
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) break;
       attempts += 1;
-      const failure = await attempt(net, plan, nonce, captured, Math.min(NONCE_WAIT_MS, deadline - performance.now()));
+      const failure = await attempt(net, plan, nonce, captured, Math.min(NONCE_WAIT_MS, remaining));
       if (failure === undefined) break;
       failures.set(failure, (failures.get(failure) ?? 0) + 1);
       const pause = Math.min(RETRY_DELAY_MS, deadline - performance.now());
