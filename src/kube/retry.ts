@@ -45,7 +45,7 @@ export function judge(attempt: Attempt): { retry: boolean; reason: string } {
       if (UNTRUSTED_CERTIFICATE.has(attempt.error.code ?? '')) {
         return { retry: false, reason: `server certificate not trusted (${attempt.error.code}): ${attempt.error.message}` };
       }
-      return { retry: true, reason: `connection failed: ${attempt.error.message}` };
+      return { retry: true, reason: `connection failed${attempt.error.code ? ` (${attempt.error.code})` : ''}: ${attempt.error.message}` };
     case 'answer': {
       const status = attempt.status;
       const message = statusMessage(attempt.body);
