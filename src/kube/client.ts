@@ -23,7 +23,7 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
   const lookupFailed = (why: string) => new CniError(ErrorCode.PodLookupFailed, `pod ${namespace}/${name} lookup failed`, `${where}: ${why}`);
   const started = performance.now();
   const deadline = started + policy.budgetMs;
-  let notFoundSince: number | undefined;
+  let firstNotFoundAt = Infinity;
   for (let attempt = 1; ; attempt += 1) {
     const result = await attemptGet(conn, path, Math.min(policy.attemptTimeoutMs, deadline - performance.now()));
     if (result.kind === 'answer' && result.status === 200) return { pod: parsePod(result.body, lookupFailed), attempts: attempt };
@@ -31,16 +31,16 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
     if (!step.retry) throw lookupFailed(step.reason);
 
     const now = performance.now();
-    let giveUpAt = deadline;
-    if (result.kind === 'answer' && result.status === 404) {
-      notFoundSince ??= now;
-      giveUpAt = Math.min(deadline, notFoundSince + policy.notFoundMs);
-    }
+    const notFound = result.kind === 'answer' && result.status === 404;
+    if (notFound) firstNotFoundAt = Math.min(firstNotFoundAt, now);
+    const giveUpAt = notFound ? Math.min(deadline, firstNotFoundAt + policy.notFoundMs) : deadline;
+    // Retry-After is a floor: never sooner than the server asked, never sooner than the backoff.
     const asked = result.kind === 'answer' ? retryAfterMs(result.retryAfter, Date.now()) : undefined;
-    const wait = asked ?? backoffMs(attempt);
+    const wait = Math.max(asked ?? 0, backoffMs(attempt));
     if (now + wait + MIN_ATTEMPT_MS > giveUpAt) {
       const tried = `${attempt} attempt${attempt === 1 ? '' : 's'} in ${Math.round(now - started)} ms`;
-      if (notFoundSince !== undefined && giveUpAt < deadline) throw lookupFailed(`${step.reason}, still after ${tried}`);
+      // A pod that stays missing is an answer, not an outage.
+      if (notFound) throw lookupFailed(`${step.reason}, still after ${tried}`);
       const beyond = asked !== undefined ? `; the server asked to retry after ${asked} ms, beyond the ${policy.budgetMs} ms budget` : '';
       throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API not available within the pod lookup budget', `${where}: ${step.reason} (${tried}${beyond})`);
     }
