@@ -24,11 +24,14 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
   const started = performance.now();
   const deadline = started + policy.budgetMs;
   let firstNotFoundAt = Infinity;
+  /** Each distinct failure and how often: the last attempt, cut short by the budget, may not be the telling one. */
+  const failures = new Map<string, number>();
   for (let attempt = 1; ; attempt += 1) {
     const result = await attemptGet(conn, path, Math.min(policy.attemptTimeoutMs, deadline - performance.now()));
     if (result.kind === 'answer' && result.status === 200) return { pod: parsePod(result.body, lookupFailed), attempts: attempt };
     const step = judge(result);
     if (!step.retry) throw lookupFailed(step.reason);
+    failures.set(step.reason, (failures.get(step.reason) ?? 0) + 1);
 
     const now = performance.now();
     const notFound = result.kind === 'answer' && result.status === 404;
@@ -42,7 +45,8 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
       // A pod that stays missing is an answer, not an outage.
       if (notFound) throw lookupFailed(`${step.reason}, still after ${tried}`);
       const beyond = asked !== undefined ? `; the server asked to retry after ${asked} ms, beyond the ${policy.budgetMs} ms budget` : '';
-      throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API not available within the pod lookup budget', `${where}: ${step.reason} (${tried}${beyond})`);
+      const seen = [...failures].map(([reason, times]) => (times > 1 ? `${reason} (${times}×)` : reason)).join('; ');
+      throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API not available within the pod lookup budget', `${where}: ${seen} (${tried}${beyond})`);
     }
     await new Promise((resolve) => setTimeout(resolve, wait));
   }
