@@ -5,9 +5,9 @@ import { readCommand, readInvocation, type Command, type Invocation } from './cn
 import { CniError, ErrorCode, toSpecError } from './cni/errors.ts';
 import { addressesOf, passThroughResult, versionResult } from './cni/result.ts';
 import { versionAtLeast, type CniVersion } from './cni/versions.ts';
-import type { Decision } from './kube/decision.ts';
+import { probeApi } from './kube/client.ts';
 import { loadKubeconfig } from './kube/kubeconfig.ts';
-import { decide } from './kube/lookup.ts';
+import { decide, type Decided } from './kube/lookup.ts';
 import { createLogger, type Logger } from './log.ts';
 import { applyCapture, captureDifferences, removeCapture } from './netns/capture.ts';
 import { resolveBackend } from './netns/iptables.ts';
@@ -60,14 +60,17 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   summary.rules = 'as expected';
 }
 
-async function cmdStatus({ config }: VerbContext): Promise<undefined> {
+/** Ready only when ADD can work: the kubeconfig loads and the API server answers with its credentials. */
+async function cmdStatus({ config, summary }: VerbContext): Promise<undefined> {
   requireVersion(config.cniVersion, '1.1.0', 'STATUS');
+  let problem: string | undefined;
   try {
-    loadKubeconfig(config.kubeconfigPath);
+    problem = await probeApi(loadKubeconfig(config.kubeconfigPath), config.podLookup.attemptTimeoutMs);
   } catch (err) {
-    const reason = err instanceof CniError ? `${err.message}: ${err.details}` : String(err);
-    throw new CniError(ErrorCode.PluginNotAvailable, 'istio-cni cannot decide about pods yet', reason);
+    problem = err instanceof CniError ? `${err.message}: ${err.details}` : String(err);
   }
+  if (problem !== undefined) throw new CniError(ErrorCode.PluginNotAvailable, 'istio-cni cannot decide about pods yet', problem);
+  summary.api = 'answers';
 }
 
 /** The plugin keeps no state outside the pod's netns, which goes away with the pod: nothing to collect. */
@@ -94,7 +97,7 @@ function requireNetns(netns: string): void {
   if (!checkNetnsPath(netns)) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${netns} does not exist`);
 }
 
-function captureSettings(config: PluginConfig, decision: Extract<Decision, { redirect: true }>): RedirectSettings {
+function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {
   return settingsFromPod({
     annotations: decision.annotations,
     proxy: decision.proxy,
@@ -103,9 +106,10 @@ function captureSettings(config: PluginConfig, decision: Extract<Decision, { red
   });
 }
 
-function noteDecision(summary: Summary, decision: Decision): void {
+function noteDecision(summary: Summary, decision: Decided): void {
   summary.decision = decision.redirect ? 'redirect' : 'pass';
   summary.reason = decision.reason;
+  summary.apiAttempts = decision.apiAttempts;
 }
 
 function podOf(args: CniArgs): string | undefined {

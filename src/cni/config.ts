@@ -6,6 +6,12 @@ import { CniVersion, LATEST_VERSION } from './versions.ts';
 const DEFAULT_KUBECONFIG = '/etc/cni/net.d/ZZZ-istio-cni-kubeconfig';
 const DEFAULT_LOG_FILE = '/var/log/istio-cni.log';
 const DEFAULT_EXCLUDED_NAMESPACES = ['kube-system'];
+const DEFAULT_POD_NAMESPACE = 'istio-system';
+/** The annotations containerd hands over when the plugin declares this capability. */
+export const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
+
+/** Milliseconds, bounded by kubelet's 4-minute RunPodSandbox deadline. */
+const Milliseconds = z.number().int().min(1).max(240_000);
 
 /** Istio's levels plus pino's; "none" (Istio) and "silent" (pino) switch logging off. */
 const LogLevel = z
@@ -39,6 +45,13 @@ export const PluginConfig = z
     cni_agent_run_dir: AbsolutePath.optional(),
     iptables_backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
     capture: CaptureDefaults,
+    pod_namespace: z.string().optional(),
+    pod_lookup_timeout_ms: Milliseconds.default(3_000),
+    pod_lookup_budget_ms: Milliseconds.default(10_000),
+    pod_lookup_not_found_ms: Milliseconds.default(2_000),
+    runtimeConfig: z
+      .object({ [POD_ANNOTATIONS_CAPABILITY]: z.record(z.string(), z.string()).optional() })
+      .optional(),
   })
   .transform((raw) => ({
     cniVersion: raw.cniVersion,
@@ -53,6 +66,13 @@ export const PluginConfig = z
     ),
     iptablesBackend: raw.iptables_backend,
     capture: raw.capture,
+    podNamespace: raw.pod_namespace ?? DEFAULT_POD_NAMESPACE,
+    podLookup: {
+      attemptTimeoutMs: raw.pod_lookup_timeout_ms,
+      budgetMs: raw.pod_lookup_budget_ms,
+      notFoundMs: raw.pod_lookup_not_found_ms,
+    },
+    runtimeAnnotations: raw.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],
   }));
 export type PluginConfig = z.output<typeof PluginConfig>;
 

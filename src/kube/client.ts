@@ -1,59 +1,83 @@
 import { readFileSync } from 'node:fs';
+import type { ClientRequest } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
+import { backoffMs, judge, retryAfterMs, type Answer, type Attempt, type LookupPolicy } from './retry.ts';
 
-export interface LookupOptions {
-  timeoutMs: number;
-}
+export type { LookupPolicy };
 
-interface HttpResponse {
-  status: number;
-  body: string;
-}
+/** Below this much time left another attempt cannot get an answer: stop instead. */
+const MIN_ATTEMPT_MS = 50;
 
-/** GET /api/v1/namespaces/{ns}/pods/{name}. Transient failures are error 11 so the runtime retries;
- * anything else fails the ADD: a pod whose capture cannot be decided must not start uncaptured. */
-export async function getPod(conn: KubeConnection, namespace: string, name: string, options: LookupOptions): Promise<Pod> {
+/**
+ * GET /api/v1/namespaces/{ns}/pods/{name}, retried inside the policy's budget. Every way out is a pod
+ * or an error: a pod whose capture cannot be decided must not start uncaptured. A spent budget is
+ * error 11 (the runtime tries the sandbox again later); an answer that retrying cannot change
+ * (401, 403, a pod that stays missing, an untrusted certificate) is error 101.
+ */
+export async function getPod(conn: KubeConnection, namespace: string, name: string, policy: LookupPolicy): Promise<{ pod: Pod; attempts: number }> {
   const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
   const where = `GET ${conn.server.origin}${path}`;
-  let response: HttpResponse;
-  try {
-    response = await request(conn, path, options.timeoutMs);
-  } catch (err) {
-    throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API unreachable', `${where}: ${(err as Error).message}`);
+  const lookupFailed = (why: string) => new CniError(ErrorCode.PodLookupFailed, `pod ${namespace}/${name} lookup failed`, `${where}: ${why}`);
+  const started = performance.now();
+  const deadline = started + policy.budgetMs;
+  let firstNotFoundAt = Infinity;
+  /** Each distinct failure and how often: the last attempt, cut short by the budget, may not be the telling one. */
+  const failures = new Map<string, number>();
+  for (let attempt = 1; ; attempt += 1) {
+    const result = await attemptGet(conn, path, Math.min(policy.attemptTimeoutMs, deadline - performance.now()));
+    if (result.kind === 'answer' && result.status === 200) return { pod: parsePod(result.body, lookupFailed), attempts: attempt };
+    const step = judge(result);
+    if (!step.retry) throw lookupFailed(step.reason);
+    failures.set(step.reason, (failures.get(step.reason) ?? 0) + 1);
+
+    const now = performance.now();
+    const notFound = result.kind === 'answer' && result.status === 404;
+    if (notFound) firstNotFoundAt = Math.min(firstNotFoundAt, now);
+    const giveUpAt = notFound ? Math.min(deadline, firstNotFoundAt + policy.notFoundMs) : deadline;
+    // Retry-After is a floor: never sooner than the server asked, never sooner than the backoff.
+    const asked = result.kind === 'answer' ? retryAfterMs(result.retryAfter, Date.now()) : undefined;
+    const wait = Math.max(asked ?? 0, backoffMs(attempt));
+    if (now + wait + MIN_ATTEMPT_MS > giveUpAt) {
+      const tried = `${attempt} attempt${attempt === 1 ? '' : 's'} in ${Math.round(now - started)} ms`;
+      // A pod that stays missing is an answer, not an outage.
+      if (notFound) throw lookupFailed(`${step.reason}, still after ${tried}`);
+      const beyond = asked !== undefined ? `; the server asked to retry after ${asked} ms, beyond the ${policy.budgetMs} ms budget` : '';
+      const seen = [...failures].map(([reason, times]) => (times > 1 ? `${reason} (${times}×)` : reason)).join('; ');
+      throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API not available within the pod lookup budget', `${where}: ${seen} (${tried}${beyond})`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
-  if (response.status === 429 || response.status >= 500) {
-    throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API unavailable', `${where}: HTTP ${response.status}`);
-  }
-  if (response.status !== 200) {
-    throw new CniError(ErrorCode.PodLookupFailed, `pod ${namespace}/${name} lookup failed`, `${where}: HTTP ${response.status} ${statusMessage(response.body)}`);
-  }
+}
+
+/**
+ * One GET of the API root for STATUS: it needs the same credentials and trust as a pod lookup, so an
+ * answer of 200 means ADD can work. Returns what is wrong, or undefined.
+ */
+export async function probeApi(conn: KubeConnection, timeoutMs: number): Promise<string | undefined> {
+  const result = await attemptGet(conn, '/api', timeoutMs);
+  if (result.kind === 'answer' && result.status === 200) return undefined;
+  return `GET ${conn.server.origin}/api: ${judge(result).reason}`;
+}
+
+function parsePod(body: string, lookupFailed: (why: string) => CniError): Pod {
   let document: unknown;
   try {
-    document = JSON.parse(response.body);
+    document = JSON.parse(body);
   } catch {
-    throw new CniError(ErrorCode.PodLookupFailed, `pod ${namespace}/${name} lookup failed`, `${where}: response is not JSON`);
+    throw lookupFailed('response is not JSON');
   }
   const pod = Pod.safeParse(document);
   if (!pod.success) {
     const issue = pod.error.issues[0];
-    throw new CniError(ErrorCode.PodLookupFailed, `pod ${namespace}/${name} lookup failed`, `${where}: not a Pod: ${issue?.path.join('.')}: ${issue?.message}`);
+    throw lookupFailed(`not a Pod: ${issue?.path.join('.')}: ${issue?.message}`);
   }
   return pod.data;
 }
 
-/** The API server's Status message, when the body is one. */
-function statusMessage(body: string): string {
-  try {
-    const message = (JSON.parse(body) as { message?: unknown }).message;
-    return typeof message === 'string' ? message : '';
-  } catch {
-    return '';
-  }
-}
-
+/** Read on every attempt: service-account tokens rotate. */
 function bearerToken(conn: KubeConnection): string | undefined {
   if (conn.tokenFile === undefined) return conn.token;
   try {
@@ -63,7 +87,8 @@ function bearerToken(conn: KubeConnection): string | undefined {
   }
 }
 
-async function request(conn: KubeConnection, path: string, timeoutMs: number): Promise<HttpResponse> {
+/** One request; never throws for what the network or the server did, only reports it. */
+async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number): Promise<Attempt> {
   const token = bearerToken(conn);
   const secure = conn.server.protocol === 'https:';
   // Loaded here, not at start-up: only a pod lookup pays for TLS.
@@ -79,18 +104,38 @@ async function request(conn: KubeConnection, path: string, timeoutMs: number): P
     key: conn.key,
     rejectUnauthorized: !conn.insecure,
     servername: conn.serverName,
-    timeout: timeoutMs,
     agent: false,
   };
-  return new Promise((resolvePromise, reject) => {
-    const req = transport.request(options, (res) => {
+  return new Promise((resolve) => {
+    // The whole attempt (connect, TLS, headers, body) fits in timeoutMs, not just each idle gap.
+    const timer = setTimeout(() => {
+      resolve({ kind: 'timeout', afterMs: Math.round(timeoutMs) });
+      req.destroy();
+    }, timeoutMs);
+    const settle = (attempt: Attempt) => {
+      clearTimeout(timer);
+      resolve(attempt);
+    };
+    const req = tlsRequest(() => transport.request(options, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
+      res.on('end', () => settle(answer(res.statusCode ?? 0, res.headers['retry-after'], Buffer.concat(chunks).toString('utf8'))));
+      res.on('error', (err) => settle({ kind: 'failure', error: err as NodeJS.ErrnoException }));
+    }));
+    req.on('error', (err) => settle({ kind: 'failure', error: err as NodeJS.ErrnoException }));
     req.end();
   });
+}
+
+/** Node builds the TLS context while creating the request: a CA, certificate or key it cannot use throws here. */
+function tlsRequest(create: () => ClientRequest): ClientRequest {
+  try {
+    return create();
+  } catch (err) {
+    throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
+  }
+}
+
+function answer(status: number, retryAfter: string | undefined, body: string): Answer {
+  return { kind: 'answer', status, body, ...(retryAfter !== undefined ? { retryAfter } : {}) };
 }

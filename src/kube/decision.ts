@@ -6,6 +6,8 @@ const INIT_CONTAINER = 'istio-init';
 const STATUS_ANNOTATION = 'sidecar.istio.io/status';
 const INJECT_KEY = 'sidecar.istio.io/inject';
 const FALSE_WORDS = new Set(['false', '0', 'n', 'no', 'off']);
+/** The plugin's own DaemonSet: its pods must start before the kubeconfig they write exists. */
+const AGENT_POD_PREFIX = 'istio-cni-node-';
 
 export type Decision =
   | { redirect: false; reason: string }
@@ -13,15 +15,36 @@ export type Decision =
 
 export type PodRef = { namespace: string; name: string };
 
-/** The decisions that need no API call: a sandbox that is not a Kubernetes pod, or an excluded namespace. */
-export function decideFromArgs(args: CniArgs, excludeNamespaces: ReadonlySet<string>): Decision | PodRef {
+export interface ArgsRules {
+  excludeNamespaces: ReadonlySet<string>;
+  /** Where the plugin's own istio-cni-node pods run. */
+  podNamespace: string;
+}
+
+/**
+ * The decisions that need no API call: a sandbox that is not a Kubernetes pod, an excluded namespace,
+ * or one of the plugin's own pods (they install the kubeconfig: waiting for the API would deadlock).
+ */
+export function decideFromArgs(args: CniArgs, rules: ArgsRules): Decision | PodRef {
   if (args.podName === undefined || args.podNamespace === undefined) {
     return { redirect: false, reason: 'no K8S_POD_NAME/K8S_POD_NAMESPACE in CNI_ARGS: not a Kubernetes pod' };
   }
-  if (excludeNamespaces.has(args.podNamespace)) {
+  if (rules.excludeNamespaces.has(args.podNamespace)) {
     return { redirect: false, reason: `namespace ${args.podNamespace} is excluded` };
   }
+  if (args.podNamespace === rules.podNamespace && args.podName.startsWith(AGENT_POD_PREFIX)) {
+    return { redirect: false, reason: `${args.podNamespace}/${args.podName} is an ${AGENT_POD_PREFIX}* pod of the plugin itself` };
+  }
   return { namespace: args.podNamespace, name: args.podName };
+}
+
+/**
+ * The pods the runtime's copy of the annotations settles: without the status annotation no rule can
+ * end in a redirect. Anything else depends on the containers, which only the API has.
+ */
+export function decideFromAnnotations(annotations: Readonly<Record<string, string>>): Decision | undefined {
+  if (annotations[STATUS_ANNOTATION] !== undefined) return undefined;
+  return { redirect: false, reason: `runtime-supplied annotations have no ${STATUS_ANNOTATION}: not injected` };
 }
 
 /** Istio's rules, in Istio's order; the reason names the rule that decided. */

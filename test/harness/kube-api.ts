@@ -381,7 +381,26 @@ export interface FakeKubeApiBehavior {
   podStatus?: number;
   /** Never answer (the connection stays open until the client gives up or close()). */
   hang?: boolean;
+  /** A fault for every request (every connection, for `reset`), on any path, while faultTimes lasts. */
+  fault?: Fault;
+  /** How many requests (connections, for `reset`) still get `fault`; unset: all of them. */
+  faultTimes?: number;
 }
+
+/**
+ * What the fake apiserver can do wrong. `reset` is a TCP RST as the client's TLS hello arrives (a real
+ * RST only on the TCP listener; through exposeIn's forwarder it reads as a closed connection).
+ */
+export type Fault =
+  | { kind: 'delay'; ms: number }
+  | { kind: 'hang' }
+  | { kind: 'drop' }
+  | { kind: 'reset' }
+  | { kind: 'status'; status: number; retryAfter?: string };
+
+/** The certificate the server presents: its own CA's (SAN 127.0.0.1, localhost), the same CA's for
+ * DNS:kubernetes.default.svc only (for tls-server-name), or one from a CA the kubeconfig does not know. */
+export type ServerCertificate = 'own' | 'named' | 'foreign';
 
 export interface FakeKubeApi {
   /** https://127.0.0.1:<port> */
@@ -395,6 +414,10 @@ export interface FakeKubeApi {
   dir: string;
   /** Every request, in order. */
   requests: RecordedRequest[];
+  /** Connections accepted (TCP and Unix socket), including ones reset before any request. */
+  readonly connections: number;
+  /** Switch the certificate the server presents from the next connection on. */
+  presentCertificate(which: ServerCertificate): Promise<void>;
   pods: Map<string, Pod>;
   behavior: FakeKubeApiBehavior;
   setPod(pod: Pod): void;
@@ -445,6 +468,55 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(data);
 }
 
+const STATUS_REASONS: Record<number, string> = {
+  400: 'BadRequest',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'NotFound',
+  429: 'TooManyRequests',
+  500: 'InternalError',
+  503: 'ServiceUnavailable',
+  504: 'Timeout',
+};
+
+function replyStatus(reply: (status: number, body: unknown) => void, status: number): void {
+  reply(status, statusObject(status, STATUS_REASONS[status] ?? 'InternalError', `fake apiserver forced status ${status}`));
+}
+
+let extraCertsPromise: Promise<{ named: { key: string; cert: string }; foreign: { key: string; cert: string } }> | undefined;
+
+/** The server certificates besides the default one, made on first use (EC keys: quick). */
+async function serverCertificate(pki: Pki, which: ServerCertificate): Promise<{ key: string; cert: string }> {
+  if (which === 'own') return { key: pki.serverKey, cert: pki.serverCert };
+  extraCertsPromise ??= (async () => {
+    const dir = join(pki.dir, 'extra');
+    mkdirSync(dir, { recursive: true });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+    const serverExt = 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n';
+    const leaf = async (name: string, san: string, caCert: string, caKey: string) => {
+      const key = join(dir, `${name}.key`);
+      const csr = join(dir, `${name}.csr`);
+      const ext = join(dir, `${name}.ext`);
+      const cert = join(dir, `${name}.crt`);
+      writeFileSync(ext, `${serverExt}subjectAltName=${san}\n`);
+      await runOk([OPENSSL, 'req', '-new', ...ec, '-keyout', key, '-subj', '/CN=kube-apiserver', '-out', csr]);
+      await runOk([OPENSSL, 'x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '2', '-sha256', '-extfile', ext, '-out', cert]);
+      return { key, cert };
+    };
+    const foreignCaKey = join(dir, 'foreign-ca.key');
+    const foreignCa = join(dir, 'foreign-ca.crt');
+    await runOk([
+      OPENSSL, 'req', '-x509', ...ec, '-keyout', foreignCaKey, '-sha256', '-days', '2', '-subj', '/CN=some-other-ca',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature', '-out', foreignCa,
+    ]);
+    return {
+      named: await leaf('named', 'DNS:kubernetes.default.svc', pki.caCert, pki.caKey),
+      foreign: await leaf('foreign', 'IP:127.0.0.1,DNS:localhost', foreignCa, foreignCaKey),
+    };
+  })();
+  return (await extraCertsPromise)[which];
+}
+
 export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
   const pki = await makePki();
   const dir = makeTempDir('icni-kube-');
@@ -474,7 +546,17 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
     return { auth: 'none', ok: false };
   };
 
-  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+  const takeFault = (): Fault | undefined => {
+    if (behavior.fault === undefined) return undefined;
+    if (behavior.faultTimes !== undefined) {
+      if (behavior.faultTimes <= 0) return undefined;
+      behavior.faultTimes -= 1;
+    }
+    return behavior.fault;
+  };
+
+  /** Logged on arrival, before any fault or delay, so that a request never answered is still counted. */
+  const record = (req: IncomingMessage): { rec: RecordedRequest; ok: boolean } => {
     const url = new URL(req.url ?? '/', 'https://127.0.0.1');
     const a = authenticate(req);
     const rec: RecordedRequest = {
@@ -489,12 +571,25 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
     if (req.headers['user-agent'] !== undefined) rec.userAgent = req.headers['user-agent'];
     if (req.headers.accept !== undefined) rec.accept = req.headers.accept;
     requests.push(rec);
+    return { rec, ok: a.ok };
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, ok: boolean, fault: Fault | undefined): void => {
+    const url = new URL(req.url ?? '/', 'https://127.0.0.1');
     const reply = (status: number, body: unknown) => {
       rec.status = status;
       sendJson(res, status, body);
     };
 
-    if (!a.ok) return reply(401, statusObject(401, 'Unauthorized', 'Unauthorized'));
+    if (fault?.kind === 'drop') {
+      req.socket.destroy();
+      return;
+    }
+    if (fault?.kind === 'status') {
+      if (fault.retryAfter !== undefined) res.setHeader('Retry-After', fault.retryAfter);
+      return replyStatus(reply, fault.status);
+    }
+    if (!ok) return reply(401, statusObject(401, 'Unauthorized', 'Unauthorized'));
     if (routes.some((route) => route({ req, res, url, record: rec }))) return;
     const m = POD_PATH.exec(url.pathname);
     if (m) {
@@ -503,11 +598,7 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
       if (req.method !== 'GET') {
         return reply(405, statusObject(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`));
       }
-      if (behavior.podStatus !== undefined) {
-        const s = behavior.podStatus;
-        const reason = s === 403 ? 'Forbidden' : s === 429 ? 'TooManyRequests' : s === 503 ? 'ServiceUnavailable' : 'InternalError';
-        return reply(s, statusObject(s, reason, `fake apiserver forced status ${s}`));
-      }
+      if (behavior.podStatus !== undefined) return replyStatus(reply, behavior.podStatus);
       const pod = pods.get(podKey(ns, name));
       if (!pod) return reply(404, statusObject(404, 'NotFound', `pods "${name}" not found`, { name, kind: 'pods' }));
       return reply(200, pod);
@@ -530,11 +621,27 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
       rejectUnauthorized: false,
     },
     (req, res) => {
-      if (behavior.hang) return;
-      if (behavior.delayMs) setTimeout(() => handle(req, res), behavior.delayMs);
-      else handle(req, res);
+      const { rec, ok } = record(req);
+      const fault = behavior.fault?.kind === 'reset' ? undefined : takeFault();
+      if (behavior.hang || fault?.kind === 'hang') return;
+      const delayMs = fault?.kind === 'delay' ? fault.ms : behavior.delayMs;
+      if (delayMs) setTimeout(() => handle(req, res, rec, ok, fault), delayMs);
+      else handle(req, res, rec, ok, fault);
     },
   );
+  let connections = 0;
+  const resetIfAsked = (sock: Socket): boolean => {
+    connections += 1;
+    if (behavior.fault?.kind !== 'reset' || takeFault() === undefined) return false;
+    if (sock.remoteAddress !== undefined) sock.resetAndDestroy();
+    else sock.destroy();
+    return true;
+  };
+  // Ahead of the TLS layer's own listener, so the reset happens before any handshake.
+  server.prependListener('connection', (sock: Socket) => {
+    resetIfAsked(sock);
+  });
+  server.on('tlsClientError', () => {});
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());
@@ -583,6 +690,13 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
     tokenFile,
     dir,
     requests,
+    get connections() {
+      return connections;
+    },
+    async presentCertificate(which) {
+      const { key, cert } = await serverCertificate(pki, which);
+      server.setSecureContext({ key: readFileSync(key), cert: readFileSync(cert), ca: pki.caPem });
+    },
     pods,
     behavior,
     setPod(pod) {
@@ -644,6 +758,10 @@ export interface KubeconfigOptions {
   fileName?: string;
   /** Put a non-current decoy context/cluster/user first (pointing at https://127.0.0.1:1). */
   decoyContext?: boolean;
+  /** cluster.tls-server-name */
+  tlsServerName?: string;
+  /** Merged into the user entry (e.g. an `exec` or `auth-provider` credential plugin). */
+  user?: JsonObject;
 }
 
 let kubeconfigCounter = 0;
@@ -655,8 +773,9 @@ export function writeKubeconfig(api: FakeKubeApi, dir: string, opts: KubeconfigO
   if (opts.caMode === 'file') cluster['certificate-authority'] = api.pki.caCert;
   else if (opts.caMode === 'data') cluster['certificate-authority-data'] = Buffer.from(api.pki.caPem).toString('base64');
   else cluster['insecure-skip-tls-verify'] = true;
+  if (opts.tlsServerName !== undefined) cluster['tls-server-name'] = opts.tlsServerName;
 
-  const user: JsonObject = {};
+  const user: JsonObject = { ...opts.user };
   const bad = opts.badCredentials ?? false;
   if (opts.auth === 'token') user.token = bad ? 'wrong-token' : api.token;
   else if (opts.auth === 'tokenFile') {

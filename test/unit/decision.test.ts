@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decideFromArgs, decideFromPod } from '../../src/kube/decision.ts';
+import { decideFromAnnotations, decideFromArgs, decideFromPod } from '../../src/kube/decision.ts';
 import { Pod } from '../../src/kube/pod.ts';
 
 function pod(overrides: { annotations?: Record<string, string>; labels?: Record<string, string>; containers?: object[]; initContainers?: object[] } = {}): Pod {
@@ -19,13 +19,20 @@ function pod(overrides: { annotations?: Record<string, string>; labels?: Record<
 }
 
 describe('decision from CNI_ARGS', () => {
-  const excluded = new Set(['kube-system']);
+  const excluded = { excludeNamespaces: new Set(['kube-system']), podNamespace: 'istio-system' };
   it('passes a sandbox with no pod name or namespace', () => {
     assert.equal((decideFromArgs({ ignoreUnknown: true, podName: 'x', podNamespace: undefined, infraContainerId: undefined, podUid: undefined }, excluded) as { redirect: boolean }).redirect, false);
   });
   it('passes an excluded namespace without asking the API', () => {
     const decision = decideFromArgs({ ignoreUnknown: false, podName: 'coredns', podNamespace: 'kube-system', infraContainerId: undefined, podUid: undefined }, excluded);
     assert.deepEqual(decision, { redirect: false, reason: 'namespace kube-system is excluded' });
+  });
+  it("passes the plugin's own istio-cni-node pods in pod_namespace only", () => {
+    const own = decideFromArgs({ ignoreUnknown: false, podName: 'istio-cni-node-x7k2p', podNamespace: 'istio-system', infraContainerId: undefined, podUid: undefined }, excluded);
+    assert.equal((own as { redirect: boolean }).redirect, false);
+    assert.match((own as { reason: string }).reason, /istio-cni-node-\* pod of the plugin itself/);
+    const elsewhere = decideFromArgs({ ignoreUnknown: false, podName: 'istio-cni-node-x7k2p', podNamespace: 'default', infraContainerId: undefined, podUid: undefined }, excluded);
+    assert.deepEqual(elsewhere, { namespace: 'default', name: 'istio-cni-node-x7k2p' });
   });
   it('asks for the pod otherwise', () => {
     assert.deepEqual(decideFromArgs({ ignoreUnknown: false, podName: 'web-0', podNamespace: 'default', infraContainerId: undefined, podUid: undefined }, excluded), { namespace: 'default', name: 'web-0' });
@@ -59,5 +66,14 @@ describe('decision from the pod', () => {
   });
   it('passes a pod without the status annotation', () => {
     assert.match(decideFromPod(pod({ annotations: {} })).reason, /sidecar.istio.io\/status/);
+  });
+});
+
+describe('decision from runtime-supplied annotations', () => {
+  it('passes a pod without the status annotation, whatever else it says', () => {
+    assert.equal(decideFromAnnotations({ 'sidecar.istio.io/inject': 'true', 'prometheus.io/scrape': 'true' })?.redirect, false);
+  });
+  it('leaves an injected pod to the API: only its containers can tell', () => {
+    assert.equal(decideFromAnnotations({ 'sidecar.istio.io/status': '{}', 'sidecar.istio.io/inject': 'false' }), undefined);
   });
 });
