@@ -4,6 +4,8 @@
 // process exit. Nothing here touches the machine's root netns except creating the
 // /run/netns/<name> bind mounts.
 import { spawnSync } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { registerCleanup, run, runOk, type RunOptions, type RunResult } from './proc.ts';
 
 export const IP = '/usr/sbin/ip';
@@ -67,6 +69,30 @@ export async function createNetns(opts: CreateNetnsOptions = {}): Promise<Netns>
   return ns;
 }
 
+/**
+ * Take a namespace a runtime created on this process's behalf (containerd's or podman's
+ * /run/netns/…) as this process's own: the traffic helpers then accept it, and cleanupAll()
+ * deletes it if the runtime has not. The path must be a bind mount under /run/netns.
+ */
+export function adoptNetns(path: string): Netns {
+  const real = realpathSync(path);
+  if (dirname(real) !== NETNS_DIR) throw new Error(`adoptNetns: ${path} is not under ${NETNS_DIR}`);
+  const name = basename(real);
+  const ns: Netns = { name, path: real };
+  if (owned.has(name)) return ns;
+  const remove = registerCleanup(
+    `netns ${name} (adopted)`,
+    () => {
+      spawnSync(IP, ['netns', 'del', name], { stdio: 'ignore', env: { PATH: '/usr/sbin:/usr/bin' } });
+    },
+    async () => {
+      await run([IP, 'netns', 'del', name]);
+    },
+  );
+  owned.set(name, remove);
+  return ns;
+}
+
 /** Delete a namespace (ours or not). Missing namespaces are ignored. */
 export async function deleteNetns(ref: NetnsRef): Promise<void> {
   const name = netnsName(ref);
@@ -87,9 +113,9 @@ export function isOwnedNetns(ref: NetnsRef): boolean {
   return owned.has(netnsName(ref));
 }
 
-/** The namespaces created by this process that are still registered. */
+/** The namespaces created (or adopted) by this process that still exist. */
 export function ownedNetns(): Netns[] {
-  return [...owned.keys()].map((name) => ({ name, path: `${NETNS_DIR}/${name}` }));
+  return [...owned.keys()].map((name) => ({ name, path: `${NETNS_DIR}/${name}` })).filter((ns) => existsSync(ns.path));
 }
 
 /** Names from `ip netns list` starting with prefix (default `icni-`). */
