@@ -5,18 +5,18 @@
 // containerd runs the CNI chain from the machine's root netns and makes the pod netns under
 // /run/netns (cni-<uuid>); the sandboxes' cgroups live under /icni-ctd-<pid> in each hierarchy.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { criClient, type CriClient, type PodSandboxStatusResponse } from './cri.ts';
 import { adoptNetns, type Netns } from './netns.ts';
 import { buildPauseImageArchive } from './oci-image.ts';
+import { removeCgroupTree } from './host-net.ts';
 import { makeTempDir, registerCleanup, runOk, sleep, startDaemon, type Daemon } from './proc.ts';
 
 export const CONTAINERD = '/usr/bin/containerd';
 export const CTR = '/usr/bin/ctr';
 export const RUNC = '/usr/sbin/runc';
 const UMOUNT = '/usr/bin/umount';
-const CGROUP_ROOT = '/sys/fs/cgroup';
 /** The containerd namespace the CRI plugin keeps its images and sandboxes in. */
 export const CRI_NAMESPACE = 'k8s.io';
 export const SANDBOX_IMAGE = 'localhost/icni-pause:test';
@@ -140,13 +140,7 @@ function sweepLeftovers(dir: string, socket: string, cgroupParent: string): void
     }
   }
   for (const m of mountsUnder(dir)) spawnSync(UMOUNT, ['-l', m], { stdio: 'ignore', env });
-  for (const hierarchy of readdirSync(CGROUP_ROOT)) {
-    try {
-      rmdirSync(join(CGROUP_ROOT, hierarchy, cgroupParent));
-    } catch {
-      /* not there, or not a hierarchy */
-    }
-  }
+  removeCgroupTree(cgroupParent);
 }
 
 /** Poll CRI Status until the runtime and its network (the CNI config) are ready. */

@@ -1,12 +1,13 @@
 // The machine's own (root) network namespace, where real runtimes run the CNI chain: ptp puts its
 // host-side veths and /32 routes there. These helpers pick a pod subnet nothing else on the
 // machine routes, undo ptp's one global setting, and list what a chain may have left behind.
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IP } from './netns.ts';
 import { registerCleanup, runOk } from './proc.ts';
 
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+const CGROUP_ROOT = '/sys/fs/cgroup';
 
 /** Root-netns IPv4 routes (every table) whose destination lies in the given /24, as "dst dev". */
 export async function hostRoutesIn(subnet: string): Promise<string[]> {
@@ -47,4 +48,27 @@ export function hostLocalLeases(ipamDataDir: string, netName: string): string[] 
   } catch {
     return [];
   }
+}
+
+/**
+ * Remove a cgroup a runtime made for the test's containers (e.g. `/icni-podman-<pid>`) from every
+ * hierarchy, its empty child cgroups first (podman leaves `<parent>/conmon`). Synchronous, for
+ * exit handlers; a cgroup still holding processes stays.
+ */
+export function removeCgroupTree(cgroup: string): void {
+  const rmTree = (dir: string): void => {
+    let children: string[];
+    try {
+      children = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {
+      return;
+    }
+    for (const child of children) rmTree(join(dir, child));
+    try {
+      rmdirSync(dir);
+    } catch {
+      /* busy */
+    }
+  };
+  for (const hierarchy of readdirSync(CGROUP_ROOT)) rmTree(join(CGROUP_ROOT, hierarchy, cgroup));
 }

@@ -79,7 +79,6 @@ describe('under containerd 1.6 (CRI)', () => {
     assert.deepEqual({ verb: add?.verb, netns: add?.netns, pod: add?.pod, decision: add?.decision }, {
       verb: 'ADD', netns: sb.netns.path.replace(/^\/run\//, '/var/run/'), pod: 'default/web-0', decision: 'redirect',
     });
-    assert.equal(api.podRequests('default', 'web-0').length, 1);
 
     // An app in the pod calling out (here: ptp's gateway on the node) lands on the proxy's outbound port.
     const outbound = await h.probe({
