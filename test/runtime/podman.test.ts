@@ -14,7 +14,6 @@ import { makePodman, type Podman } from '../harness/podman.ts';
 after(h.cleanupAll);
 
 const IMAGE = 'localhost/icni-busybox:test';
-const NAME = `icni-app-${process.pid}`;
 
 interface LogLine {
   verb: string;
@@ -27,6 +26,7 @@ interface LogLine {
 
 interface Inspect {
   Id: string;
+  Name: string;
   NetworkSettings: { SandboxKey: string; Networks: Record<string, { IPAddress: string }> };
 }
 
@@ -44,7 +44,7 @@ describe('under podman 4.3 (CNI backend)', () => {
       .filter((l) => l.containerId === containerId);
 
   before(async () => {
-    api = await h.startFakeKubeApi({ pods: [h.injectedPod(NAME, 'default')] });
+    api = await h.startFakeKubeApi();
     subnet = await freeHostSubnet();
     restoreIpForwardAtCleanup();
     conf = h.writeConflist({
@@ -58,21 +58,23 @@ describe('under podman 4.3 (CNI backend)', () => {
   });
 
   it('runs a container on our network: it gets its IP, no rules, and the plugin passes it through', async () => {
-    await podman.runOk(['run', '--detach', '--name', NAME, '--network', conf.netName, '--cgroup-parent', podman.cgroupParent, IMAGE, '/bin/busybox', 'sleep', '300']);
-    const [inspect] = JSON.parse(await podman.runOk(['inspect', '--format', 'json', NAME])) as Inspect[];
+    // No --name: podman's own names (adjective_surname) are not Kubernetes names.
+    const id = (await podman.runOk(['run', '--detach', '--network', conf.netName, '--cgroup-parent', podman.cgroupParent, IMAGE, '/bin/busybox', 'sleep', '300'])).trim();
+    const [inspect] = JSON.parse(await podman.runOk(['inspect', '--format', 'json', id])) as Inspect[];
+    assert.match(inspect!.Name, /_/, 'podman named it adjective_surname');
     const ip = inspect!.NetworkSettings.Networks[conf.netName]!.IPAddress;
     const netns = h.adoptNetns(inspect!.NetworkSettings.SandboxKey);
     assert.ok(ip.startsWith(subnet.replace(/0\/24$/, '')), `container IP ${ip} in ${subnet}`);
-    assert.match(await podman.runOk(['exec', NAME, '/bin/busybox', 'ip', '-4', 'addr', 'show', 'eth0']), new RegExp(`inet ${ip.replaceAll('.', '\\.')}/24`));
+    assert.match(await podman.runOk(['exec', id, '/bin/busybox', 'ip', '-4', 'addr', 'show', 'eth0']), new RegExp(`inet ${ip.replaceAll('.', '\\.')}/24`));
 
     assert.deepEqual((await h.iptablesS(netns, 'nft')).filter((l) => l.includes('ISTIO_')), []);
     assert.deepEqual((await h.iptablesS(netns, 'legacy')).filter((l) => l.includes('ISTIO_')), []);
     const [add] = pluginLog(inspect!.Id);
-    assert.deepEqual({ verb: add?.verb, pod: add?.pod, decision: add?.decision }, { verb: 'ADD', pod: `/${NAME}`, decision: 'pass' });
+    assert.deepEqual({ verb: add?.verb, pod: add?.pod, decision: add?.decision }, { verb: 'ADD', pod: `/${inspect!.Name}`, decision: 'pass' });
     assert.match(add!.reason!, /K8S_POD_NAMESPACE/);
     assert.equal(api.requests.length, 0, 'a pod without a namespace is decided without the API');
 
-    await podman.runOk(['rm', '--force', '--time', '0', NAME]);
+    await podman.runOk(['rm', '--force', '--time', '0', id]);
     assert.equal(existsSync(netns.path), false, 'podman removed the container netns');
     assert.deepEqual(await hostRoutesIn(subnet), []);
     assert.deepEqual(hostLocalLeases(conf.ipamDataDir, conf.netName), []);
