@@ -5,10 +5,11 @@
 // containerd runs the CNI chain from the machine's root netns and makes the pod netns under
 // /run/netns (cni-<uuid>); the sandboxes' cgroups live under /icni-ctd-<pid> in each hierarchy.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { criClient, type CriClient, type PodSandboxStatusResponse } from './cri.ts';
-import { adoptNetns, type Netns } from './netns.ts';
+import { REPO_ROOT } from './conflist.ts';
+import { criClient, removeAllSandboxes, type CriClient, type PodSandboxStatusResponse } from './cri.ts';
+import { adoptNetns, IP, NETNS_DIR, type Netns } from './netns.ts';
 import { buildPauseImageArchive } from './oci-image.ts';
 import { removeCgroupTree } from './host-net.ts';
 import { makeTempDir, registerCleanup, runOk, sleep, startDaemon, type Daemon } from './proc.ts';
@@ -17,6 +18,9 @@ export const CONTAINERD = '/usr/bin/containerd';
 export const CTR = '/usr/bin/ctr';
 export const RUNC = '/usr/sbin/runc';
 const UMOUNT = '/usr/bin/umount';
+const CRI_SWEEP = join(REPO_ROOT, 'test', 'helpers', 'cri-sweep.ts');
+/** libcni's result cache (containerd keeps the default). */
+const LIBCNI_CACHE = '/var/lib/cni/results';
 /** The containerd namespace the CRI plugin keeps its images and sandboxes in. */
 export const CRI_NAMESPACE = 'k8s.io';
 export const SANDBOX_IMAGE = 'localhost/icni-pause:test';
@@ -26,6 +30,8 @@ export interface ContainerdOptions {
   cniBinDir: string;
   /** The CNI conf directory (conf_dir), already holding the conflist. */
   cniConfDir: string;
+  /** The conflist's pod /24, used by no one else: a cni-* netns with an address in it is ours. */
+  podSubnet: string;
 }
 
 export interface PodSpec {
@@ -120,16 +126,33 @@ function shimPids(socket: string): number[] {
 }
 
 /**
- * What survives a containerd killed with sandboxes still running: their runc containers, shims,
- * mounts and cgroups. Synchronous so that it also runs from the exit handler.
+ * What survives a containerd killed with sandboxes still running (the test process was
+ * interrupted): their runc containers, shims, netns (and with them ptp's veths and routes), libcni
+ * cache entries, mounts and cgroups. Synchronous so that it also runs from the exit handler.
  */
-function sweepLeftovers(dir: string, socket: string, cgroupParent: string): void {
+function sweepLeftovers(dir: string, socket: string, cgroupParent: string, opts: ContainerdOptions, podUids: Set<string>): void {
   const env = { PATH: '/usr/sbin:/usr/bin' };
   const runcRoot = join(dir, 'runc', CRI_NAMESPACE);
-  if (existsSync(runcRoot)) {
-    for (const id of readdirSync(runcRoot)) {
-      spawnSync(RUNC, ['--root', runcRoot, 'kill', id, 'KILL'], { stdio: 'ignore', env });
-      spawnSync(RUNC, ['--root', runcRoot, 'delete', '--force', id], { stdio: 'ignore', env });
+  const ids = existsSync(runcRoot) ? readdirSync(runcRoot) : [];
+  for (const id of ids) {
+    spawnSync(RUNC, ['--root', runcRoot, 'kill', id, 'KILL'], { stdio: 'ignore', env });
+    spawnSync(RUNC, ['--root', runcRoot, 'delete', '--force', id], { stdio: 'ignore', env });
+  }
+  // containerd keeps no file naming its netns before the sandbox container exists: recognize them
+  // by an address in the pod subnet.
+  const podPrefix = opts.podSubnet.replace(/0\/24$/, '');
+  for (const name of readdirSync(NETNS_DIR).filter((n) => n.startsWith('cni-'))) {
+    const addrs = spawnSync(IP, ['-n', name, '-4', '-o', 'addr', 'show'], { encoding: 'utf8', env }).stdout ?? '';
+    if (addrs.includes(`inet ${podPrefix}`)) spawnSync(IP, ['netns', 'del', name], { stdio: 'ignore', env });
+  }
+  // libcni's cache entries (ours and containerd's loopback network) carry the pod's CNI_ARGS.
+  for (const entry of existsSync(LIBCNI_CACHE) ? readdirSync(LIBCNI_CACHE) : []) {
+    const path = join(LIBCNI_CACHE, entry);
+    try {
+      const cached = JSON.parse(readFileSync(path, 'utf8')) as { cniArgs?: Array<[string, string]> };
+      if (cached.cniArgs?.some(([k, v]) => k === 'K8S_POD_UID' && podUids.has(v))) rmSync(path, { force: true });
+    } catch {
+      /* not a cache entry we can read */
     }
   }
   for (const pid of shimPids(socket)) {
@@ -169,27 +192,36 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const config = join(dir, 'config.toml');
   writeFileSync(config, configToml(dir, opts));
   mkdirSync(join(dir, 'logs'));
-  registerCleanup(`containerd leftovers in ${dir}`, () => sweepLeftovers(dir, socket, cgroupParent));
+  const podUids = new Set<string>();
+  registerCleanup(`containerd leftovers in ${dir}`, () => sweepLeftovers(dir, socket, cgroupParent, opts, podUids));
 
   const daemon = await startDaemon([CONTAINERD, '--config', config], {
     label: `containerd ${socket}`,
     ready: /containerd successfully booted/,
     timeoutMs: 20_000,
+    detached: true,
   });
   const cri = criClient(socket);
   // Before the daemon is stopped: take every sandbox down the way kubelet would.
-  registerCleanup(`containerd sandboxes in ${dir}`, () => cri.close(), async () => {
-    const sandboxes = await cri.listPodSandbox().catch(() => []);
-    for (const s of sandboxes) {
-      await cri.stopPodSandbox(s.id).catch(() => undefined);
-      await cri.removePodSandbox(s.id).catch(() => undefined);
-    }
-    cri.close();
-  });
+  const inFlight = new Set<Promise<unknown>>();
+  registerCleanup(
+    `containerd sandboxes in ${dir}`,
+    () => {
+      // From an exit handler: a helper process does the CRI calls, and waits out the RunPodSandbox
+      // calls this process left in flight.
+      spawnSync(process.execPath, ['--import', 'tsx', CRI_SWEEP, socket], { cwd: REPO_ROOT, stdio: 'ignore', timeout: 90_000 });
+      cri.close();
+    },
+    async () => {
+      await Promise.allSettled(inFlight);
+      await removeAllSandboxes(cri, 0).catch(() => undefined);
+      cri.close();
+    },
+  );
   await waitReady(cri, 20_000);
   await runOk([CTR, '--address', socket, '--namespace', CRI_NAMESPACE, 'images', 'import', '--snapshotter', 'native', archive]);
 
-  const runPod = async (pod: PodSpec): Promise<Sandbox> => {
+  const startPod = async (pod: PodSpec): Promise<Sandbox> => {
     const logDirectory = join(dir, 'logs', `${pod.namespace}_${pod.name}_${pod.uid}`);
     const id = await cri.runPodSandbox({
       metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid, attempt: 0 },
@@ -205,6 +237,14 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     const netnsPath = info.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
     if (!netnsPath) throw new Error(`sandbox ${id}: no network namespace in its runtime spec`);
     return { id, pod, ip: status.status.network?.ip ?? '', netns: adoptNetns(netnsPath), status };
+  };
+
+  const runPod = (pod: PodSpec): Promise<Sandbox> => {
+    podUids.add(pod.uid);
+    const started = startPod(pod);
+    inFlight.add(started);
+    void started.catch(() => undefined).finally(() => inFlight.delete(started));
+    return started;
   };
 
   const removePod = async (id: string): Promise<void> => {

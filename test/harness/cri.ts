@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { join } from 'node:path';
 import { REPO_ROOT } from './conflist.ts';
+import { sleep } from './proc.ts';
 
 export const CRI_PROTO = join(REPO_ROOT, 'test', 'harness', 'cri-runtime-v1.proto');
 
@@ -93,4 +94,24 @@ export function criClient(socketPath: string, defaultTimeoutMs = 60_000): CriCli
     listPodSandbox: async () => (await call<{ items: Array<{ id: string; metadata: PodSandboxMetadata; state: string }> }>('ListPodSandbox', {})).items,
     close: () => raw.close(),
   };
+}
+
+/**
+ * Stop and remove every sandbox, the way kubelet takes pods down, until the runtime has listed
+ * none for `quietMs`: a RunPodSandbox still in flight (its caller gone) completes and is listed
+ * only later, and must go too.
+ */
+export async function removeAllSandboxes(cri: CriClient, quietMs = 1_500, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let quietSince = Date.now();
+  for (;;) {
+    const sandboxes = await cri.listPodSandbox();
+    if (sandboxes.length > 0) quietSince = Date.now();
+    await Promise.all(sandboxes.map(async (s) => {
+      await cri.stopPodSandbox(s.id).catch(() => undefined);
+      await cri.removePodSandbox(s.id).catch(() => undefined);
+    }));
+    if (Date.now() - quietSince >= quietMs || Date.now() > deadline) return;
+    await sleep(250);
+  }
 }

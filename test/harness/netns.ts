@@ -23,6 +23,8 @@ export type NetnsRef = Netns | string;
 
 let counter = 0;
 const owned = new Map<string, () => Promise<void>>();
+/** Runtime-made namespaces taken as ours (see adoptNetns); the runtime deletes them. */
+const adopted = new Set<string>();
 
 export function netnsName(ref: NetnsRef): string {
   if (typeof ref !== 'string') return ref.name;
@@ -70,27 +72,16 @@ export async function createNetns(opts: CreateNetnsOptions = {}): Promise<Netns>
 }
 
 /**
- * Take a namespace a runtime created on this process's behalf (containerd's or podman's
- * /run/netns/…) as this process's own: the traffic helpers then accept it, and cleanupAll()
- * deletes it if the runtime has not. The path must be a bind mount under /run/netns.
+ * Take a namespace a runtime created for this process (containerd's or podman's /run/netns/…) as
+ * this process's own, so the traffic helpers accept it. The runtime stays in charge of deleting
+ * it: cleanupAll() must not pull it from under a sandbox the runtime has yet to tear down.
  */
 export function adoptNetns(path: string): Netns {
   const real = realpathSync(path);
   if (dirname(real) !== NETNS_DIR) throw new Error(`adoptNetns: ${path} is not under ${NETNS_DIR}`);
   const name = basename(real);
-  const ns: Netns = { name, path: real };
-  if (owned.has(name)) return ns;
-  const remove = registerCleanup(
-    `netns ${name} (adopted)`,
-    () => {
-      spawnSync(IP, ['netns', 'del', name], { stdio: 'ignore', env: { PATH: '/usr/sbin:/usr/bin' } });
-    },
-    async () => {
-      await run([IP, 'netns', 'del', name]);
-    },
-  );
-  owned.set(name, remove);
-  return ns;
+  adopted.add(name);
+  return { name, path: real };
 }
 
 /** Delete a namespace (ours or not). Missing namespaces are ignored. */
@@ -108,14 +99,14 @@ export async function deleteNetns(ref: NetnsRef): Promise<void> {
   }
 }
 
-/** True for a namespace created by this process (and not deleted yet). */
+/** True for a namespace created (or adopted) by this process and not deleted yet. */
 export function isOwnedNetns(ref: NetnsRef): boolean {
-  return owned.has(netnsName(ref));
+  return owned.has(netnsName(ref)) || adopted.has(netnsName(ref));
 }
 
 /** The namespaces created (or adopted) by this process that still exist. */
 export function ownedNetns(): Netns[] {
-  return [...owned.keys()].map((name) => ({ name, path: `${NETNS_DIR}/${name}` })).filter((ns) => existsSync(ns.path));
+  return [...owned.keys(), ...adopted].map((name) => ({ name, path: `${NETNS_DIR}/${name}` })).filter((ns) => existsSync(ns.path));
 }
 
 /** Names from `ip netns list` starting with prefix (default `icni-`). */

@@ -60,13 +60,13 @@ describe('under containerd 1.6 (CRI)', () => {
     gateway = subnet.replace(/0\/24$/, '1');
     restoreIpForwardAtCleanup();
     conf = h.writeConflist({
-      netName: 'icni-containerd',
+      netName: `icni-ctd-${process.pid}`,
       fileName: '10-icni-containerd.conflist',
       subnet,
       kubeconfig: api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' }),
       iptablesBackend: 'nft',
     });
-    ctd = await startContainerd({ cniBinDir: h.makeCniPath(), cniConfDir: conf.confDir });
+    ctd = await startContainerd({ cniBinDir: h.makeCniPath(), cniConfDir: conf.confDir, podSubnet: subnet });
   });
 
   it('gives an injected pod\'s sandbox the seed rules, and redirects a real connection from inside it', async () => {
