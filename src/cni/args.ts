@@ -6,6 +6,14 @@ const PodName = z
   .string()
   .max(253)
   .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'not a valid Kubernetes pod name');
+/**
+ * A container runtime's name for the sandbox (podman's charset, e.g. `quirky_hopper`). Without a
+ * namespace the name is never looked up, it only labels the log line; with one it must be a PodName.
+ */
+const SandboxName = z
+  .string()
+  .max(253)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'not a valid pod or container name');
 /** RFC 1123 label: what Kubernetes allows for a namespace. */
 const NamespaceName = z
   .string()
@@ -22,10 +30,15 @@ const LooseBool = z
 export const CniArgs = z
   .object({
     IgnoreUnknown: LooseBool.optional(),
-    K8S_POD_NAME: PodName.optional(),
+    K8S_POD_NAME: SandboxName.optional(),
     K8S_POD_NAMESPACE: NamespaceName.optional(),
     K8S_POD_INFRA_CONTAINER_ID: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).optional(),
     K8S_POD_UID: z.string().regex(/^[A-Za-z0-9-]+$/).optional(),
+  })
+  .superRefine((args, ctx) => {
+    if (args.K8S_POD_NAMESPACE === undefined || args.K8S_POD_NAME === undefined) return;
+    const name = PodName.safeParse(args.K8S_POD_NAME);
+    if (!name.success) ctx.addIssue({ code: 'custom', path: ['K8S_POD_NAME'], message: name.error.issues[0]!.message });
   })
   .transform((args) => ({
     ignoreUnknown: args.IgnoreUnknown ?? false,

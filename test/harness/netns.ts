@@ -4,6 +4,8 @@
 // process exit. Nothing here touches the machine's root netns except creating the
 // /run/netns/<name> bind mounts.
 import { spawnSync } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { registerCleanup, run, runOk, type RunOptions, type RunResult } from './proc.ts';
 
 export const IP = '/usr/sbin/ip';
@@ -21,6 +23,8 @@ export type NetnsRef = Netns | string;
 
 let counter = 0;
 const owned = new Map<string, () => Promise<void>>();
+/** Runtime-made namespaces taken as ours (see adoptNetns); the runtime deletes them. */
+const adopted = new Set<string>();
 
 export function netnsName(ref: NetnsRef): string {
   if (typeof ref !== 'string') return ref.name;
@@ -67,6 +71,19 @@ export async function createNetns(opts: CreateNetnsOptions = {}): Promise<Netns>
   return ns;
 }
 
+/**
+ * Take a namespace a runtime created for this process (containerd's or podman's /run/netns/…) as
+ * this process's own, so the traffic helpers accept it. The runtime stays in charge of deleting
+ * it: cleanupAll() must not pull it from under a sandbox the runtime has yet to tear down.
+ */
+export function adoptNetns(path: string): Netns {
+  const real = realpathSync(path);
+  if (dirname(real) !== NETNS_DIR) throw new Error(`adoptNetns: ${path} is not under ${NETNS_DIR}`);
+  const name = basename(real);
+  adopted.add(name);
+  return { name, path: real };
+}
+
 /** Delete a namespace (ours or not). Missing namespaces are ignored. */
 export async function deleteNetns(ref: NetnsRef): Promise<void> {
   const name = netnsName(ref);
@@ -82,14 +99,14 @@ export async function deleteNetns(ref: NetnsRef): Promise<void> {
   }
 }
 
-/** True for a namespace created by this process (and not deleted yet). */
+/** True for a namespace created (or adopted) by this process and not deleted yet. */
 export function isOwnedNetns(ref: NetnsRef): boolean {
-  return owned.has(netnsName(ref));
+  return owned.has(netnsName(ref)) || adopted.has(netnsName(ref));
 }
 
-/** The namespaces created by this process that are still registered. */
+/** The namespaces created (or adopted) by this process that still exist. */
 export function ownedNetns(): Netns[] {
-  return [...owned.keys()].map((name) => ({ name, path: `${NETNS_DIR}/${name}` }));
+  return [...owned.keys(), ...adopted].map((name) => ({ name, path: `${NETNS_DIR}/${name}` })).filter((ns) => existsSync(ns.path));
 }
 
 /** Names from `ip netns list` starting with prefix (default `icni-`). */

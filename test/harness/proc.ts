@@ -221,15 +221,16 @@ export interface Daemon {
 /**
  * Spawn a long-running argv (absolute argv[0]) and resolve once its stderr matches `ready`.
  * The process is killed by cleanupAll()/at exit. Rejects (and kills it) when it exits first or
- * is not ready within timeoutMs (default 5 s).
+ * is not ready within timeoutMs (default 5 s). `detached`: its own process group, so a Ctrl-C
+ * reaches only the test, whose cleanup then stops it in order.
  */
 export async function startDaemon(
   argv: readonly string[],
-  opts: { ready: RegExp; label: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string },
+  opts: { ready: RegExp; label: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string; detached?: boolean },
 ): Promise<Daemon> {
   assertArgv(argv);
   const [file, ...args] = argv;
-  const child = spawn(file, args, { env: opts.env ?? minimalEnv(), cwd: opts.cwd ?? '/', stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(file, args, { env: opts.env ?? minimalEnv(), cwd: opts.cwd ?? '/', stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false });
   const stop = trackChild(child, opts.label);
   let stdout = '';
   let stderr = '';

@@ -35,6 +35,10 @@ describe('CNI_ARGS', () => {
     assert.equal(codeOf(() => parseCniArgs('K8S_POD_NAME=../../secrets')), 4);
     assert.equal(codeOf(() => parseCniArgs('K8S_POD_NAMESPACE=Default')), 4);
     assert.equal(codeOf(() => parseCniArgs('IgnoreUnknown=maybe')), 4);
+    assert.equal(codeOf(() => parseCniArgs('K8S_POD_NAMESPACE=default;K8S_POD_NAME=quirky_hopper')), 4);
+  });
+  it('accepts a container name without a namespace (podman), which is never looked up', () => {
+    assert.equal(parseCniArgs('IgnoreUnknown=1;K8S_POD_NAME=quirky_hopper').podName, 'quirky_hopper');
   });
 });
 
