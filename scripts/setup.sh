@@ -7,7 +7,7 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PACKAGES=(iptables iproute2 containernetworking-plugins golang-go golang-github-appc-cni-dev openssl python3)
+PACKAGES=(iptables iproute2 containernetworking-plugins golang-go golang-github-appc-cni-dev openssl python3 fonts-dejavu-core)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: must run as root" >&2
