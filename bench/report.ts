@@ -8,10 +8,15 @@ export interface Single {
   medianMs: number;
   p10Ms: number;
   p90Ms: number;
+  /** Median user + system CPU: what the run costs the node, less sensitive to other load. */
+  cpuMs: number;
   runs: number;
   failures: number;
+  /** ru_maxrss as run: includes file pages mapped 2 MiB at a time once the text is in huge pages. */
   peakRssMiB: number;
   medianRssMiB: number;
+  /** ru_maxrss of a few extra runs with transparent huge pages disabled: the pages the run touches. */
+  peakRssNoThpMiB: number;
   firstFailure?: string;
 }
 
@@ -25,6 +30,8 @@ export interface ConcurrencyPoint {
   p50Ms: number;
   p95Ms: number;
   maxMs: number;
+  /** Median user + system CPU per ADD. */
+  cpuMs: number;
   failures: number;
   /** Pod netns whose rules differed from the expected set after the batch. */
   wrongRules: number;
@@ -92,10 +99,9 @@ export function targets(r: Omit<Results, 'targets'>): Target[] {
   const passKey = r.runtimeAnnotations.supported ? 'pass-annotations' : 'pass-ns';
   const passWhat = r.runtimeAnnotations.supported ? 'runtime annotations' : 'excluded namespace; runtime annotations not supported yet';
   const pluginKeys = ['inject-add', 'check', 'del', 'pass-ns', 'pass-api', 'pass-annotations', 'version'];
-  const peakRss = Math.max(
-    ...r.single.filter((s) => pluginKeys.includes(s.key)).map((s) => s.peakRssMiB),
-    ...r.concurrency.filter((c) => c.subject === 'istio-cni').map((c) => c.peakRssMiB),
-  );
+  const plugin = r.single.filter((s) => pluginKeys.includes(s.key));
+  const peakRss = Math.max(...plugin.map((s) => s.peakRssNoThpMiB));
+  const peakRssAsRun = Math.max(...plugin.map((s) => s.peakRssMiB), ...r.concurrency.filter((c) => c.subject === 'istio-cni').map((c) => c.peakRssMiB));
   const at64 = r.concurrency.filter((c) => c.subject === 'istio-cni' && c.concurrency === 64);
   const failures64 = at64.reduce((n, c) => n + c.failures + c.wrongRules, 0);
   const first = r.scaling.points[0];
@@ -117,7 +123,11 @@ export function targets(r: Omit<Results, 'targets'>): Target[] {
       figure: `${round(m(passKey))} ms vs ${round(m('bare-runtime'))} ms: ×${round(m(passKey) / m('bare-runtime'), 2)} (${passWhat})`,
       met: m(passKey) <= 1.3 * m('bare-runtime'),
     },
-    { target: 'peak RSS ≤ 64 MiB', figure: `${round(peakRss)} MiB (largest of every plugin run)`, met: peakRss <= 64 },
+    {
+      target: 'peak RSS ≤ 64 MiB',
+      figure: `${round(peakRss)} MiB, largest plugin run without THP (${round(peakRssAsRun)} MiB as run, text mapped in huge pages)`,
+      met: peakRss <= 64,
+    },
     {
       target: '64 concurrent ADDs, 0 failures',
       figure: at64.length === 0 ? 'not measured' : `${failures64} failed or wrong of ${at64.reduce((n, c) => n + c.repeats * 64, 0)}`,
@@ -141,20 +151,20 @@ export function markdown(r: Results): string {
     `${r.meta.rounds} interleaved rounds after ${r.meta.warmup} warm-up rounds; whole processes, nft backend, ` +
     `no NODE_EXTRA_CA_CERTS; bench took ${r.meta.durationS} s.`);
   lines.push('');
-  lines.push('| run | median ms | p10 ms | p90 ms | peak RSS MiB | runs (failed) |');
-  lines.push('| --- | ---: | ---: | ---: | ---: | ---: |');
+  lines.push('| run | median ms | p10 ms | p90 ms | CPU ms | peak RSS MiB (no THP) | runs (failed) |');
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const s of r.single) {
-    lines.push(`| ${s.label} | ${round(s.medianMs)} | ${round(s.p10Ms)} | ${round(s.p90Ms)} | ${round(s.peakRssMiB)} | ${s.runs} (${s.failures}) |`);
+    lines.push(`| ${s.label} | ${round(s.medianMs)} | ${round(s.p10Ms)} | ${round(s.p90Ms)} | ${round(s.cpuMs)} | ${round(s.peakRssMiB)} (${round(s.peakRssNoThpMiB)}) | ${s.runs} (${s.failures}) |`);
   }
   lines.push('');
   lines.push('| ratio of medians | value |');
   lines.push('| --- | ---: |');
   for (const [k, v] of Object.entries(r.ratios)) lines.push(`| ${k} | ${v} |`);
   lines.push('');
-  lines.push('| concurrent ADDs | subject | total ms | p50 ms | p95 ms | max ms | failed | wrong rules |');
-  lines.push('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  lines.push('| concurrent ADDs | subject | total ms | p50 ms | p95 ms | max ms | CPU ms per ADD | failed | wrong rules |');
+  lines.push('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const c of r.concurrency) {
-    lines.push(`| ${c.concurrency} | ${c.subject} | ${round(c.totalMs)} | ${round(c.p50Ms)} | ${round(c.p95Ms)} | ${round(c.maxMs)} | ${c.failures} | ${c.wrongRules} |`);
+    lines.push(`| ${c.concurrency} | ${c.subject} | ${round(c.totalMs)} | ${round(c.p50Ms)} | ${round(c.p95Ms)} | ${round(c.maxMs)} | ${round(c.cpuMs)} | ${c.failures} | ${c.wrongRules} |`);
   }
   lines.push('');
   if (r.scaling.supported) {

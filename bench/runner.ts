@@ -28,6 +28,8 @@ export interface Step extends Command {
 
 export interface RunResult {
   wallNs: number;
+  /** User + system CPU of the process and the children it waited for. */
+  cpuNs: number;
   maxRssKiB: number;
   exit: number;
   stdout?: string;
@@ -37,6 +39,7 @@ export interface RunResult {
 export interface StepSamples {
   name: string;
   wallNs: number[];
+  cpuNs: number[];
   maxRssKiB: number[];
   failures: number;
   firstFailure?: RunResult;
@@ -76,8 +79,8 @@ async function runner<T>(node: Netns, plan: object): Promise<T> {
  * warmup + rounds passes over the steps in order, so the subjects alternate run by run and drift of
  * the machine hits them alike. Returns the measured steps' samples (warm-up runs dropped).
  */
-export async function runRounds(node: Netns, steps: Step[], warmup: number, rounds: number): Promise<StepSamples[]> {
-  const report = await runner<{ steps: StepSamples[] }>(node, { mode: 'rounds', warmup, rounds, steps });
+export async function runRounds(node: Netns, steps: Step[], warmup: number, rounds: number, opts: { noTHP?: boolean } = {}): Promise<StepSamples[]> {
+  const report = await runner<{ steps: StepSamples[] }>(node, { mode: 'rounds', warmup, rounds, steps, noTHP: opts.noTHP ?? false });
   return report.steps;
 }
 

@@ -100,13 +100,14 @@ function cniEnv(verb: Verb, call: PodCall): string[] {
   return [`PATH=${DEFAULT_PATH}`, `CNI_COMMAND=${verb}`, `CNI_CONTAINERID=${containerId}`, `CNI_NETNS=${call.netns.path}`, 'CNI_IFNAME=eth0', `CNI_ARGS=${args}`, 'CNI_PATH=/opt/cni/bin'];
 }
 
-export function pluginCommand(config: BenchConfig, verb: Verb, call: PodCall): Command {
-  return { argv: [PLUGIN], env: cniEnv(verb, call), stdin: networkConfig(config, call) };
+/** `bin`: another build of the plugin, to compare a change side by side. */
+export function pluginCommand(config: BenchConfig, verb: Verb, call: PodCall, bin = PLUGIN): Command {
+  return { argv: [bin], env: cniEnv(verb, call), stdin: networkConfig(config, call) };
 }
 
 /** As podman asks it: CNI_NETNS=dummy, a bare version object on stdin. */
-export function versionCommand(): Command {
-  return { argv: [PLUGIN], env: [`PATH=${DEFAULT_PATH}`, 'CNI_COMMAND=VERSION', 'CNI_NETNS=dummy'], stdin: `{"cniVersion":"${CNI_VERSION}"}` };
+export function versionCommand(bin = PLUGIN): Command {
+  return { argv: [bin], env: [`PATH=${DEFAULT_PATH}`, 'CNI_COMMAND=VERSION', 'CNI_NETNS=dummy'], stdin: `{"cniVersion":"${CNI_VERSION}"}` };
 }
 
 export function bareRuntimeCommand(): Command {

@@ -1,10 +1,12 @@
 /**
- * npm run bench [-- --rounds N --warmup N --repeats N --update-readme]
+ * npm run bench [-- --rounds N --warmup N --repeats N --skip concurrency,scaling --compare LABEL=BIN … --update-readme]
  *
  * Measures the built dist/istio-cni as whole processes, run the way libcni runs it (environment +
  * stdin, inside a harness-made node netns that reaches the fake API server), side by side with a
  * Go floor, the seed-era way and a bare Node start; then 1..64 ADDs at once and the annotation
  * scaling curve. Writes bench/out/results.json, results.md and chart.png. Needs root.
+ * --compare LABEL=BIN adds another build of the plugin (e.g. one with a change to src/) to the
+ * side-by-side rounds, so a change is measured before/after in one run.
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -28,15 +30,24 @@ const { values: opt } = parseArgs({
     rounds: { type: 'string', default: '40' },
     warmup: { type: 'string', default: '5' },
     repeats: { type: 'string', default: '3' },
+    skip: { type: 'string', default: '' },
+    compare: { type: 'string', multiple: true, default: [] },
     'update-readme': { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(opt.rounds);
 const WARMUP = Number(opt.warmup);
 const REPEATS = Number(opt.repeats);
+const SKIP = new Set(opt.skip.split(',').filter((s) => s !== ''));
+const COMPARE = opt.compare.map((c) => {
+  const [label, bin] = c.split('=') as [string, string | undefined];
+  if (bin === undefined || !bin.startsWith('/')) throw new Error(`--compare ${c}: expected LABEL=/absolute/path`);
+  return { label, bin };
+});
 const CONCURRENCY = [1, 2, 4, 8, 16, 32, 64];
 const SCALING_ITEMS = [1, 10, 50, 100, 200, 500];
 const SCALING_ROUNDS = Math.max(5, Math.round(ROUNDS / 3));
+const RSS_ROUNDS = 5;
 const INJECTED = { namespace: 'default', name: 'web' };
 const PLAIN = { namespace: 'default', name: 'plain' };
 const PLAIN_ANNOTATIONS = { 'kubectl.kubernetes.io/default-container': 'app' };
@@ -124,14 +135,15 @@ async function probeRuntimeAnnotations(env: Env): Promise<{ supported: boolean; 
     : { supported: false, note: `not supported yet: the plugin still made ${gets} pod GET(s) when runtimeConfig carried the annotations` };
 }
 
-function single(key: string, label: string, samples: StepSamples): Single {
+function single(key: string, label: string, samples: StepSamples): Omit<Single, 'peakRssNoThpMiB'> {
   const ms = samples.wallNs.map(nsToMs);
-  const out: Single = {
+  const out: Omit<Single, 'peakRssNoThpMiB'> = {
     key,
     label,
     medianMs: median(ms),
     p10Ms: percentile(ms, 10),
     p90Ms: percentile(ms, 90),
+    cpuMs: median(samples.cpuNs.map(nsToMs)),
     runs: samples.wallNs.length,
     failures: samples.failures,
     peakRssMiB: kibToMib(Math.max(0, ...samples.maxRssKiB)),
@@ -161,12 +173,21 @@ async function sideBySide(env: Env, files: { restore: string; perRule: string },
   if (annotations) {
     measure('pass-annotations', 'istio-cni ADD, pass-through (runtime-supplied annotations)', pluginCommand(config, 'ADD', { ...PLAIN, netns: x, runtimeAnnotations: PLAIN_ANNOTATIONS }));
   }
+  for (const { label, bin } of COMPARE) {
+    measure(`inject-add[${label}]`, `[${label}] istio-cni ADD, injected pod`, pluginCommand(config, 'ADD', injected, bin));
+    measure(`del[${label}]`, `[${label}] istio-cni DEL`, pluginCommand(config, 'DEL', injected, bin));
+    measure(`pass-ns[${label}]`, `[${label}] istio-cni ADD, pass-through (excluded namespace)`, pluginCommand(config, 'ADD', { namespace: 'kube-system', name: 'coredns-0', netns: x }, bin));
+    measure(`version[${label}]`, `[${label}] istio-cni VERSION`, versionCommand(bin));
+  }
   measure('version', 'istio-cni VERSION', versionCommand());
   measure('bare-runtime', '(c) bare runtime start: node -e 0 (Node 22, the SEA\'s)', bareRuntimeCommand());
   log(`side by side: ${labelled.filter((l) => l.step.measure).length} subjects, ${WARMUP} + ${ROUNDS} rounds`);
-  const samples = await runRounds(node, labelled.map((l) => l.step), WARMUP, ROUNDS);
+  const steps = labelled.map((l) => l.step);
+  const samples = await runRounds(node, steps, WARMUP, ROUNDS);
+  log(`peak RSS without transparent huge pages: 1 + ${RSS_ROUNDS} rounds`);
+  const noTHP = await runRounds(node, steps, 1, RSS_ROUNDS, { noTHP: true });
   const measured = labelled.filter((l) => l.step.measure);
-  return measured.map((l, i) => single(l.key, l.label, samples[i]!));
+  return measured.map((l, i) => ({ ...single(l.key, l.label, samples[i]!), peakRssNoThpMiB: kibToMib(Math.max(0, ...noTHP[i]!.maxRssKiB)) }));
 }
 
 async function concurrency(env: Env, files: { restore: string; perRule: string }, expected: string): Promise<ConcurrencyPoint[]> {
@@ -177,7 +198,7 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
     ['floor', (call) => floorCommand(config, call, files.restore)],
     ['seed-era', (call) => seedCommand(config, call, files.perRule)],
   ];
-  const acc = new Map<string, { totals: number[]; latencies: number[]; failures: number; wrong: number; rss: number }>();
+  const acc = new Map<string, { totals: number[]; latencies: number[]; cpu: number[]; failures: number; wrong: number; rss: number }>();
   for (let repeat = 0; repeat < REPEATS; repeat++) {
     for (const level of CONCURRENCY) {
       for (const [subject, command] of subjects) {
@@ -188,9 +209,10 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
         const flushed = await runBatch(node, netns.map((ns) => flushCommand(ns, tables)));
         if (flushed.jobs.some((j) => j.exit !== 0)) throw new Error('flushing the pod netns failed after a concurrent batch');
         const key = `${subject}@${level}`;
-        const a = acc.get(key) ?? { totals: [], latencies: [], failures: 0, wrong: 0, rss: 0 };
+        const a = acc.get(key) ?? { totals: [], latencies: [], cpu: [], failures: 0, wrong: 0, rss: 0 };
         a.totals.push(nsToMs(batch.totalNs));
         a.latencies.push(...batch.jobs.map((j) => nsToMs(j.wallNs)));
+        a.cpu.push(...batch.jobs.map((j) => nsToMs(j.cpuNs)));
         a.failures += batch.jobs.filter((j) => j.exit !== 0).length;
         a.wrong += wrong;
         a.rss = Math.max(a.rss, ...batch.jobs.map((j) => j.maxRssKiB));
@@ -209,6 +231,7 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
       p50Ms: percentile(a.latencies, 50),
       p95Ms: percentile(a.latencies, 95),
       maxMs: Math.max(...a.latencies),
+      cpuMs: median(a.cpu),
       failures: a.failures,
       wrongRules: a.wrong,
       peakRssMiB: kibToMib(a.rss),
@@ -321,8 +344,8 @@ async function main(): Promise<void> {
   const { expected, files } = await probe(env);
   const runtimeAnnotations = await probeRuntimeAnnotations(env);
   const singles = await sideBySide(env, files, expected, runtimeAnnotations.supported);
-  const concurrent = await concurrency(env, files, expected);
-  const scaled = await scaling(env);
+  const concurrent = SKIP.has('concurrency') ? [] : await concurrency(env, files, expected);
+  const scaled = SKIP.has('scaling') ? { supported: false, honoured: {}, note: 'skipped (--skip scaling)', points: [] } : await scaling(env);
 
   const meta: JsonObject & Record<string, string | number> = {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),

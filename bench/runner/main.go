@@ -43,10 +43,19 @@ type Plan struct {
 	Rounds int       `json:"rounds"`
 	Steps  []Step    `json:"steps"`
 	Jobs   []Command `json:"jobs"`
+	// Children map no transparent huge pages. Once khugepaged has collapsed an executable's page
+	// cache into huge pages, every run maps its text 2 MiB at a time and ru_maxrss grows by up to
+	// ~10 MiB of shared, file-backed memory; without THP the figure is the pages the run touches.
+	NoTHP bool `json:"noTHP"`
 }
 
+const prSetTHPDisable = 41
+
 type Run struct {
-	WallNs    int64  `json:"wallNs"`
+	WallNs int64 `json:"wallNs"`
+	// User + system CPU time of the process and the children it waited for: less sensitive than
+	// wall time to other load on the machine.
+	CPUNs     int64  `json:"cpuNs"`
 	MaxRssKiB int64  `json:"maxRssKiB"`
 	Exit      int    `json:"exit"`
 	Stdout    string `json:"stdout,omitempty"`
@@ -56,6 +65,7 @@ type Run struct {
 type StepReport struct {
 	Name      string  `json:"name"`
 	WallNs    []int64 `json:"wallNs"`
+	CPUNs     []int64 `json:"cpuNs"`
 	MaxRssKiB []int64 `json:"maxRssKiB"`
 	Failures  int     `json:"failures"`
 	// The first failed run's output, to say why.
@@ -86,6 +96,7 @@ func execute(c Command, since time.Time) Run {
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.MaxRssKiB = ru.Maxrss
+			r.CPUNs = ru.Utime.Nano() + ru.Stime.Nano()
 		}
 		r.Exit = cmd.ProcessState.ExitCode()
 	}
@@ -126,6 +137,7 @@ func rounds(plan Plan) (Report, error) {
 				continue
 			}
 			rep.WallNs = append(rep.WallNs, r.WallNs)
+			rep.CPUNs = append(rep.CPUNs, r.CPUNs)
 			rep.MaxRssKiB = append(rep.MaxRssKiB, r.MaxRssKiB)
 		}
 	}
@@ -165,6 +177,13 @@ func main() {
 	if err := json.NewDecoder(os.Stdin).Decode(&plan); err != nil {
 		fmt.Fprintf(os.Stderr, "runner: bad plan: %v\n", err)
 		os.Exit(2)
+	}
+	if plan.NoTHP {
+		// Inherited across fork and exec.
+		if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetTHPDisable, 1, 0); errno != 0 {
+			fmt.Fprintf(os.Stderr, "runner: prctl(PR_SET_THP_DISABLE): %v\n", errno)
+			os.Exit(1)
+		}
 	}
 	var report Report
 	switch plan.Mode {
