@@ -1,16 +1,11 @@
 import { readFileSync } from 'node:fs';
-import type { RequestOptions } from 'node:https';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { KubeConnection } from './kubeconfig.ts';
+import { get, type HttpResponse } from './http1.ts';
 import { Pod } from './pod.ts';
 
 export interface LookupOptions {
   timeoutMs: number;
-}
-
-interface HttpResponse {
-  status: number;
-  body: string;
 }
 
 /** GET /api/v1/namespaces/{ns}/pods/{name}. Transient failures are error 11 so the runtime retries;
@@ -66,31 +61,16 @@ function bearerToken(conn: KubeConnection): string | undefined {
 async function request(conn: KubeConnection, path: string, timeoutMs: number): Promise<HttpResponse> {
   const token = bearerToken(conn);
   const secure = conn.server.protocol === 'https:';
-  // Loaded here, not at start-up: only a pod lookup pays for TLS.
-  const transport = secure ? await import('node:https') : await import('node:http');
-  const options: RequestOptions = {
-    method: 'GET',
-    hostname: conn.server.hostname.replace(/^\[|\]$/g, ''),
-    port: conn.server.port || (secure ? 443 : 80),
+  const host = conn.server.hostname.replace(/^\[|\]$/g, '');
+  // SNI carries names only, as node:https sends it.
+  const isAddress = host.includes(':') || /^[\d.]+$/.test(host);
+  return get({
+    secure,
+    host,
+    port: Number(conn.server.port) || (secure ? 443 : 80),
     path: `${conn.server.pathname.replace(/\/$/, '')}${path}`,
     headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-    ca: conn.ca,
-    cert: conn.cert,
-    key: conn.key,
-    rejectUnauthorized: !conn.insecure,
-    servername: conn.serverName,
-    timeout: timeoutMs,
-    agent: false,
-  };
-  return new Promise((resolvePromise, reject) => {
-    const req = transport.request(options, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-    req.end();
+    tls: { ca: conn.ca, cert: conn.cert, key: conn.key, rejectUnauthorized: !conn.insecure, servername: conn.serverName ?? (isAddress ? undefined : host) },
+    timeoutMs,
   });
 }
