@@ -19,6 +19,8 @@ export interface Panel {
   /** log2 spaces 1,2,4,…,64 evenly. */
   xScale: 'log2' | 'linear';
   xTicks: readonly number[];
+  /** log10 for values spanning orders of magnitude (ticks at 1, 2, 5 × 10^k). */
+  yScale?: 'linear' | 'log10';
   series: readonly Series[];
   /** Shown instead of the plot when there is nothing to draw. */
   message?: string;
@@ -34,6 +36,19 @@ function escapeXml(text: string): string {
 
 function text(x: number, y: number, content: string, attrs = ''): string {
   return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" font-family="${FONT}" ${attrs}>${escapeXml(content)}</text>`;
+}
+
+/** 1, 2, 5 × 10^k from below min to above max. */
+function logTicks(min: number, max: number): number[] {
+  const ticks: number[] = [];
+  for (let k = Math.floor(Math.log10(min)); ; k++) {
+    for (const m of [1, 2, 5]) {
+      const v = m * 10 ** k;
+      if (v * 2.5 < min) continue;
+      ticks.push(v);
+      if (v >= max) return ticks;
+    }
+  }
 }
 
 /** 0 to a round number above max, in about five steps of 1, 2 or 5 × 10^k. */
@@ -60,10 +75,14 @@ function panel(p: Panel, offsetX: number): string {
   const toX = p.xScale === 'log2' ? Math.log2 : (v: number) => v;
   const xMin = toX(Math.min(...p.xTicks));
   const xMax = toX(Math.max(...p.xTicks));
-  const ticksY = yTicks(Math.max(...p.series.flatMap((s) => s.points.map(([, y]) => y))));
-  const yMax = ticksY[ticksY.length - 1]!;
+  const ys = p.series.flatMap((s) => s.points.map(([, y]) => y));
+  const log = p.yScale === 'log10';
+  const ticksY = log ? logTicks(Math.min(...ys), Math.max(...ys)) : yTicks(Math.max(...ys));
+  const toY = log ? Math.log10 : (v: number) => v;
+  const yMin = log ? toY(ticksY[0]!) : 0;
+  const yMax = toY(ticksY[ticksY.length - 1]!);
   const px = (v: number) => x0 + ((toX(v) - xMin) / (xMax - xMin)) * plotW;
-  const py = (v: number) => y0 + plotH - (v / yMax) * plotH;
+  const py = (v: number) => y0 + plotH - ((toY(v) - yMin) / (yMax - yMin)) * plotH;
 
   for (const t of ticksY) {
     parts.push(`<line x1="${x0}" x2="${x0 + plotW}" y1="${py(t).toFixed(1)}" y2="${py(t).toFixed(1)}" stroke="#ddd"/>`);

@@ -41,6 +41,8 @@ export interface StepSamples {
   wallNs: number[];
   cpuNs: number[];
   maxRssKiB: number[];
+  /** Largest RssAnon seen per run (only with sampleAnon). */
+  maxAnonKiB: number[];
   failures: number;
   firstFailure?: RunResult;
 }
@@ -79,8 +81,9 @@ async function runner<T>(node: Netns, plan: object): Promise<T> {
  * warmup + rounds passes over the steps in order, so the subjects alternate run by run and drift of
  * the machine hits them alike. Returns the measured steps' samples (warm-up runs dropped).
  */
-export async function runRounds(node: Netns, steps: Step[], warmup: number, rounds: number, opts: { noTHP?: boolean } = {}): Promise<StepSamples[]> {
-  const report = await runner<{ steps: StepSamples[] }>(node, { mode: 'rounds', warmup, rounds, steps, noTHP: opts.noTHP ?? false });
+/** sampleAnon: also sample each run's RssAnon every millisecond (costs the machine a little CPU). */
+export async function runRounds(node: Netns, steps: Step[], warmup: number, rounds: number, opts: { sampleAnon?: boolean } = {}): Promise<StepSamples[]> {
+  const report = await runner<{ steps: StepSamples[] }>(node, { mode: 'rounds', warmup, rounds, steps, sampleAnon: opts.sampleAnon ?? false });
   return report.steps;
 }
 

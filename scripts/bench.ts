@@ -135,9 +135,9 @@ async function probeRuntimeAnnotations(env: Env): Promise<{ supported: boolean; 
     : { supported: false, note: `not supported yet: the plugin still made ${gets} pod GET(s) when runtimeConfig carried the annotations` };
 }
 
-function single(key: string, label: string, samples: StepSamples): Omit<Single, 'peakRssNoThpMiB'> {
+function single(key: string, label: string, samples: StepSamples): Omit<Single, 'peakAnonMiB'> {
   const ms = samples.wallNs.map(nsToMs);
-  const out: Omit<Single, 'peakRssNoThpMiB'> = {
+  const out: Omit<Single, 'peakAnonMiB'> = {
     key,
     label,
     medianMs: median(ms),
@@ -184,10 +184,10 @@ async function sideBySide(env: Env, files: { restore: string; perRule: string },
   log(`side by side: ${labelled.filter((l) => l.step.measure).length} subjects, ${WARMUP} + ${ROUNDS} rounds`);
   const steps = labelled.map((l) => l.step);
   const samples = await runRounds(node, steps, WARMUP, ROUNDS);
-  log(`peak RSS without transparent huge pages: 1 + ${RSS_ROUNDS} rounds`);
-  const noTHP = await runRounds(node, steps, 1, RSS_ROUNDS, { noTHP: true });
+  log(`anonymous RSS, sampled: 1 + ${RSS_ROUNDS} rounds`);
+  const anon = await runRounds(node, steps, 1, RSS_ROUNDS, { sampleAnon: true });
   const measured = labelled.filter((l) => l.step.measure);
-  return measured.map((l, i) => ({ ...single(l.key, l.label, samples[i]!), peakRssNoThpMiB: kibToMib(Math.max(0, ...noTHP[i]!.maxRssKiB)) }));
+  return measured.map((l, i) => ({ ...single(l.key, l.label, samples[i]!), peakAnonMiB: kibToMib(Math.max(0, ...anon[i]!.maxAnonKiB)) }));
 }
 
 async function concurrency(env: Env, files: { restore: string; perRule: string }, expected: string): Promise<ConcurrencyPoint[]> {
@@ -198,14 +198,18 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
     ['floor', (call) => floorCommand(config, call, files.restore)],
     ['seed-era', (call) => seedCommand(config, call, files.perRule)],
   ];
-  const acc = new Map<string, { totals: number[]; latencies: number[]; cpu: number[]; failures: number; wrong: number; rss: number }>();
+  const acc = new Map<string, { totals: number[]; latencies: number[]; cpu: number[]; failures: number; wrong: number; rss: number; firstFailure?: string }>();
   for (let repeat = 0; repeat < REPEATS; repeat++) {
     for (const level of CONCURRENCY) {
       for (const [subject, command] of subjects) {
         const netns = pool.slice(0, level);
         const batch = await runBatch(node, netns.map((ns) => command({ ...INJECTED, netns: ns })));
         const saves = await runBatch(node, netns.map(saveCommand));
-        const wrong = saves.jobs.filter((j) => j.exit !== 0 || normalizeSave(j.stdout ?? '') !== expected).length;
+        // A successful ADD must leave exactly the expected rules, a failed one none of ours.
+        const wrong = saves.jobs.filter((save, i) => {
+          const rules = normalizeSave(save.stdout ?? '');
+          return save.exit !== 0 || (batch.jobs[i]!.exit === 0 ? rules !== expected : rules.includes('ISTIO_'));
+        }).length;
         const flushed = await runBatch(node, netns.map((ns) => flushCommand(ns, tables)));
         if (flushed.jobs.some((j) => j.exit !== 0)) throw new Error('flushing the pod netns failed after a concurrent batch');
         const key = `${subject}@${level}`;
@@ -213,7 +217,9 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
         a.totals.push(nsToMs(batch.totalNs));
         a.latencies.push(...batch.jobs.map((j) => nsToMs(j.wallNs)));
         a.cpu.push(...batch.jobs.map((j) => nsToMs(j.cpuNs)));
-        a.failures += batch.jobs.filter((j) => j.exit !== 0).length;
+        const failed = batch.jobs.filter((j) => j.exit !== 0);
+        a.failures += failed.length;
+        if (failed[0] && a.firstFailure === undefined) a.firstFailure = `${failed[0].stdout ?? ''}${failed[0].stderr ?? ''}`.trim().slice(0, 400);
         a.wrong += wrong;
         a.rss = Math.max(a.rss, ...batch.jobs.map((j) => j.maxRssKiB));
         acc.set(key, a);
@@ -235,6 +241,7 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
       failures: a.failures,
       wrongRules: a.wrong,
       peakRssMiB: kibToMib(a.rss),
+      ...(a.firstFailure === undefined ? {} : { firstFailure: a.firstFailure }),
     };
   }).sort((x, y) => x.concurrency - y.concurrency || x.subject.localeCompare(y.subject));
 }
@@ -310,7 +317,7 @@ function chart(results: Results): Buffer {
   };
   const svg = chartSvg(
     [
-      { title: 'ADD latency vs concurrent ADDs', xLabel: 'ADDs started at once (each its own netns)', yLabel: 'latency ms (from common start)', xScale: 'log2', xTicks: CONCURRENCY, series: concurrencySeries },
+      { title: 'ADD latency vs concurrent ADDs', xLabel: 'ADDs started at once (each its own netns)', yLabel: 'latency ms (from common start), log scale', xScale: 'log2', yScale: 'log10', xTicks: CONCURRENCY, series: concurrencySeries },
       scalingPanel,
     ],
     `${results.meta.date} · ${results.meta.cpus} CPUs · load ${results.meta.loadBefore} · npm run bench`,

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,31 +45,32 @@ type Plan struct {
 	Rounds int       `json:"rounds"`
 	Steps  []Step    `json:"steps"`
 	Jobs   []Command `json:"jobs"`
-	// Children map no transparent huge pages. Once khugepaged has collapsed an executable's page
-	// cache into huge pages, every run maps its text 2 MiB at a time and ru_maxrss grows by up to
-	// ~10 MiB of shared, file-backed memory; without THP the figure is the pages the run touches.
-	NoTHP bool `json:"noTHP"`
+	// Sample each child's RssAnon in /proc every millisecond. ru_maxrss also counts the executable's
+	// file pages, which are shared page cache and vary with how the kernel cached the file (a fresh
+	// copy of the same binary shows ~10 MiB less); the anonymous part is what each run adds.
+	SampleAnon bool `json:"sampleAnon"`
 }
-
-const prSetTHPDisable = 41
 
 type Run struct {
 	WallNs int64 `json:"wallNs"`
 	// User + system CPU time of the process and the children it waited for: less sensitive than
 	// wall time to other load on the machine.
-	CPUNs     int64  `json:"cpuNs"`
-	MaxRssKiB int64  `json:"maxRssKiB"`
-	Exit      int    `json:"exit"`
-	Stdout    string `json:"stdout,omitempty"`
-	Stderr    string `json:"stderr,omitempty"`
+	CPUNs     int64 `json:"cpuNs"`
+	MaxRssKiB int64 `json:"maxRssKiB"`
+	// Largest RssAnon seen while it ran (only with sampleAnon).
+	MaxAnonKiB int64  `json:"maxAnonKiB,omitempty"`
+	Exit       int    `json:"exit"`
+	Stdout     string `json:"stdout,omitempty"`
+	Stderr     string `json:"stderr,omitempty"`
 }
 
 type StepReport struct {
-	Name      string  `json:"name"`
-	WallNs    []int64 `json:"wallNs"`
-	CPUNs     []int64 `json:"cpuNs"`
-	MaxRssKiB []int64 `json:"maxRssKiB"`
-	Failures  int     `json:"failures"`
+	Name       string  `json:"name"`
+	WallNs     []int64 `json:"wallNs"`
+	CPUNs      []int64 `json:"cpuNs"`
+	MaxRssKiB  []int64 `json:"maxRssKiB"`
+	MaxAnonKiB []int64 `json:"maxAnonKiB"`
+	Failures   int     `json:"failures"`
 	// The first failed run's output, to say why.
 	FirstFailure *Run `json:"firstFailure,omitempty"`
 }
@@ -80,7 +83,7 @@ type Report struct {
 
 // execute runs one command to completion. A run that cannot start or exits non-zero has Exit != 0
 // and keeps its output.
-func execute(c Command, since time.Time) Run {
+func execute(c Command, since time.Time, sampleAnon bool) Run {
 	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 	cmd.Env = c.Env
 	cmd.Stdin = bytes.NewReader([]byte(c.Stdin))
@@ -90,9 +93,22 @@ func execute(c Command, since time.Time) Run {
 	if since.IsZero() {
 		since = time.Now()
 	}
-	err := cmd.Run()
+	var maxAnon int64
+	err := cmd.Start()
+	if err == nil {
+		if sampleAnon {
+			done := make(chan struct{})
+			sampled := make(chan int64)
+			go sampleRssAnon(cmd.Process.Pid, done, sampled)
+			err = cmd.Wait()
+			close(done)
+			maxAnon = <-sampled
+		} else {
+			err = cmd.Wait()
+		}
+	}
 	wall := time.Since(since).Nanoseconds()
-	r := Run{WallNs: wall, Exit: 0}
+	r := Run{WallNs: wall, MaxAnonKiB: maxAnon, Exit: 0}
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.MaxRssKiB = ru.Maxrss
@@ -110,6 +126,31 @@ func execute(c Command, since time.Time) Run {
 	return r
 }
 
+// sampleRssAnon reports the largest RssAnon of pid seen until done is closed.
+func sampleRssAnon(pid int, done <-chan struct{}, result chan<- int64) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	var max int64
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		if status, err := os.ReadFile(path); err == nil {
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "RssAnon:") {
+					if kib, err := strconv.ParseInt(strings.Fields(line)[1], 10, 64); err == nil && kib > max {
+						max = kib
+					}
+				}
+			}
+		}
+		select {
+		case <-done:
+			result <- max
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 func rounds(plan Plan) (Report, error) {
 	reports := make([]StepReport, len(plan.Steps))
 	for i, s := range plan.Steps {
@@ -117,7 +158,7 @@ func rounds(plan Plan) (Report, error) {
 	}
 	for round := 0; round < plan.Warmup+plan.Rounds; round++ {
 		for i, s := range plan.Steps {
-			r := execute(s.Command, time.Time{})
+			r := execute(s.Command, time.Time{}, plan.SampleAnon)
 			if !s.Measure {
 				if r.Exit != 0 {
 					return Report{}, fmt.Errorf("unmeasured step %q failed (exit %d): %s%s", s.Name, r.Exit, r.Stdout, r.Stderr)
@@ -138,6 +179,7 @@ func rounds(plan Plan) (Report, error) {
 			}
 			rep.WallNs = append(rep.WallNs, r.WallNs)
 			rep.CPUNs = append(rep.CPUNs, r.CPUNs)
+			rep.MaxAnonKiB = append(rep.MaxAnonKiB, r.MaxAnonKiB)
 			rep.MaxRssKiB = append(rep.MaxRssKiB, r.MaxRssKiB)
 		}
 	}
@@ -162,7 +204,7 @@ func batch(plan Plan) Report {
 			defer done.Done()
 			ready.Done()
 			<-start
-			runs[i] = execute(job, released)
+			runs[i] = execute(job, released, false)
 		}(i, job)
 	}
 	ready.Wait()
@@ -177,13 +219,6 @@ func main() {
 	if err := json.NewDecoder(os.Stdin).Decode(&plan); err != nil {
 		fmt.Fprintf(os.Stderr, "runner: bad plan: %v\n", err)
 		os.Exit(2)
-	}
-	if plan.NoTHP {
-		// Inherited across fork and exec.
-		if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetTHPDisable, 1, 0); errno != 0 {
-			fmt.Fprintf(os.Stderr, "runner: prctl(PR_SET_THP_DISABLE): %v\n", errno)
-			os.Exit(1)
-		}
 	}
 	var report Report
 	switch plan.Mode {
