@@ -317,7 +317,7 @@ function chart(results: Results): Buffer {
   };
   const svg = chartSvg(
     [
-      { title: 'ADD latency vs concurrent ADDs', xLabel: 'ADDs started at once (each its own netns)', yLabel: 'latency ms (from common start), log scale', xScale: 'log2', yScale: 'log10', xTicks: CONCURRENCY, series: concurrencySeries },
+      { title: 'ADD latency vs concurrent ADDs', xLabel: 'ADDs started at once (each its own netns)', yLabel: 'ms from common start (log)', xScale: 'log2', yScale: 'log10', xTicks: CONCURRENCY, series: concurrencySeries },
       scalingPanel,
     ],
     `${results.meta.date} · ${results.meta.cpus} CPUs · load ${results.meta.loadBefore} · npm run bench`,
