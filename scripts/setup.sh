@@ -8,7 +8,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(iptables iproute2 containernetworking-plugins golang-go golang-github-appc-cni-dev openssl python3
-  containerd runc podman busybox-static gcc libc6-dev debootstrap)
+  containerd runc podman busybox-static gcc libc6-dev debootstrap fonts-dejavu-core)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: must run as root" >&2

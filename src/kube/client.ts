@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs';
-import type { ClientRequest } from 'node:http';
-import type { RequestOptions } from 'node:https';
 import { CniError, ErrorCode } from '../cni/errors.ts';
+import { get, RequestTimeout } from './http1.ts';
 import type { KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
-import { backoffMs, judge, retryAfterMs, type Answer, type Attempt, type LookupPolicy } from './retry.ts';
+import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
 
 export type { LookupPolicy };
 
@@ -91,51 +90,33 @@ function bearerToken(conn: KubeConnection): string | undefined {
 async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number): Promise<Attempt> {
   const token = bearerToken(conn);
   const secure = conn.server.protocol === 'https:';
-  // Loaded here, not at start-up: only a pod lookup pays for TLS.
-  const transport = secure ? await import('node:https') : await import('node:http');
-  const options: RequestOptions = {
-    method: 'GET',
-    hostname: conn.server.hostname.replace(/^\[|\]$/g, ''),
-    port: conn.server.port || (secure ? 443 : 80),
-    path: `${conn.server.pathname.replace(/\/$/, '')}${path}`,
-    headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-    ca: conn.ca,
-    cert: conn.cert,
-    key: conn.key,
-    rejectUnauthorized: !conn.insecure,
-    servername: conn.serverName,
-    agent: false,
-  };
-  return new Promise((resolve) => {
-    // The whole attempt (connect, TLS, headers, body) fits in timeoutMs, not just each idle gap.
-    const timer = setTimeout(() => {
-      resolve({ kind: 'timeout', afterMs: Math.round(timeoutMs) });
-      req.destroy();
-    }, timeoutMs);
-    const settle = (attempt: Attempt) => {
-      clearTimeout(timer);
-      resolve(attempt);
-    };
-    const req = tlsRequest(() => transport.request(options, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => settle(answer(res.statusCode ?? 0, res.headers['retry-after'], Buffer.concat(chunks).toString('utf8'))));
-      res.on('error', (err) => settle({ kind: 'failure', error: err as NodeJS.ErrnoException }));
-    }));
-    req.on('error', (err) => settle({ kind: 'failure', error: err as NodeJS.ErrnoException }));
-    req.end();
-  });
-}
-
-/** Node builds the TLS context while creating the request: a CA, certificate or key it cannot use throws here. */
-function tlsRequest(create: () => ClientRequest): ClientRequest {
+  const host = conn.server.hostname.replace(/^\[|\]$/g, '');
+  // SNI carries names only, as node:https sends it.
+  const isAddress = host.includes(':') || /^[\d.]+$/.test(host);
+  const secureContext = secure ? await credentials(conn) : undefined;
   try {
-    return create();
+    const response = await get({
+      secure,
+      host,
+      port: Number(conn.server.port) || (secure ? 443 : 80),
+      path: `${conn.server.pathname.replace(/\/$/, '')}${path}`,
+      headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      tls: { secureContext, rejectUnauthorized: !conn.insecure, servername: conn.serverName ?? (isAddress ? undefined : host) },
+      timeoutMs,
+    });
+    return { kind: 'answer', ...response };
   } catch (err) {
-    throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
+    if (err instanceof RequestTimeout) return { kind: 'timeout', afterMs: Math.round(timeoutMs) };
+    return { kind: 'failure', error: err as NodeJS.ErrnoException };
   }
 }
 
-function answer(status: number, retryAfter: string | undefined, body: string): Answer {
-  return { kind: 'answer', status, body, ...(retryAfter !== undefined ? { retryAfter } : {}) };
+/** The kubeconfig's CA, certificate and key as one TLS context; material OpenSSL cannot use is a kubeconfig error, not an outage. */
+async function credentials(conn: KubeConnection) {
+  const { createSecureContext } = await import('node:tls');
+  try {
+    return createSecureContext({ ca: conn.ca, cert: conn.cert, key: conn.key });
+  } catch (err) {
+    throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
+  }
 }
