@@ -50,7 +50,14 @@ export const PluginConfig = z
     pod_lookup_budget_ms: Milliseconds.default(10_000),
     pod_lookup_not_found_ms: Milliseconds.default(2_000),
     runtimeConfig: z
-      .object({ [POD_ANNOTATIONS_CAPABILITY]: z.record(z.string(), z.string()).optional() })
+      .object({
+        // containerd sends null for a pod without annotations: such a pod has none to decide from.
+        [POD_ANNOTATIONS_CAPABILITY]: z
+          .record(z.string(), z.string())
+          .nullable()
+          .optional()
+          .transform((annotations) => (annotations === null ? {} : annotations)),
+      })
       .optional(),
   })
   .transform((raw) => ({

@@ -27,6 +27,11 @@ describe('pod lookup config', () => {
     assert.deepEqual(config.runtimeAnnotations, { 'sidecar.istio.io/status': '{}' });
   });
 
+  it('reads containerd\'s null annotations (a pod without any) as none', () => {
+    const config = parseConfig(JSON.stringify({ ...base, runtimeConfig: { 'io.kubernetes.cri.pod-annotations': null } }));
+    assert.deepEqual(config.runtimeAnnotations, {});
+  });
+
   it('refuses a budget that is not a whole number of milliseconds within kubelet\'s 4 minutes, and annotations that are not strings', () => {
     for (const bad of [{ pod_lookup_budget_ms: 0 }, { pod_lookup_budget_ms: 1.5 }, { pod_lookup_timeout_ms: '3000' }, { pod_lookup_budget_ms: 240_001 }, { runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { a: 1 } } }]) {
       assert.throws(() => parseConfig(JSON.stringify({ ...base, ...bad })), (err: unknown) => err instanceof CniError && err.code === 7, JSON.stringify(bad));
