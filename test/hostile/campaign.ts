@@ -139,11 +139,13 @@ async function runCase(c: FuzzCase, env: Env, worker: h.Netns): Promise<{ proble
   if (c.preinstalled) await installFullRuleSet(worker, backend);
   const before: NetnsState = { nft: [], legacy: [] };
   if (c.preinstalled) before[backend] = FULL_RULE_SET;
+  const t0 = performance.now();
   const result = await h.run(h.nsenterArgv(env.node, [h.DEFAULT_ISTIO_CNI_BIN]), { env: vars, input: stdin, timeoutMs: 40_000 });
+  if (process.env.FUZZ_SLOW && performance.now() - t0 > Number(process.env.FUZZ_SLOW)) process.stderr.write(`slow ${Math.round(performance.now() - t0)} ms: ${describeCase(c, stdin, vars).slice(0, 600)}\nstdout ${result.stdout.slice(0, 300)}\n`);
   env.api.pods.delete(`${c.pod.namespace}/${podName}`);
   const after = await ourState(worker);
   const problems = [...processProblems(result), ...outputProblems(c, result), ...netnsProblems(c, backend, result, before, after)];
-  if (after.nft.length + after.legacy.length > 0) await resetNat(worker);
+  for (const b of ['nft', 'legacy'] as const) if (after[b].length > 0) await resetNat(worker, b);
   const outcome = result.code === 0 ? 'ok' : String((JSON.parse(result.stdout.split('\n')[0] || 'null') as { code?: number } | null)?.code ?? `exit ${result.code}`);
   return { problems: problems.map((p) => `${p}\n${describeCase(c, stdin, vars)}\nstdout ${result.stdout.slice(0, 500)}\nstderr ${result.stderr.slice(0, 500)}`), outcome };
 }

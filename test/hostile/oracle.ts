@@ -90,13 +90,10 @@ function isCompleteRuleSet(lines: string[]): boolean {
   );
 }
 
-/** Removes everything from the nat table of both backends (the test's own netns only). */
-export async function resetNat(ns: h.Netns): Promise<void> {
+/** Empties the nat table of a backend (a restore without --noflush; the test's own netns only). */
+export async function resetNat(ns: h.Netns, backend: 'nft' | 'legacy'): Promise<void> {
   if (!h.isOwnedNetns(ns)) throw new Error(`refusing to reset ${ns.name}: not a netns this process made`);
-  for (const backend of ['nft', 'legacy'] as const) {
-    await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}`, '-w', '-t', 'nat', '-F']);
-    await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}`, '-w', '-t', 'nat', '-X']);
-  }
+  await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '-w', '10'], { input: '*nat\nCOMMIT\n' });
 }
 
 export async function installFullRuleSet(ns: h.Netns, backend: 'nft' | 'legacy' = 'nft'): Promise<void> {
