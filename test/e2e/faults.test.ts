@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
@@ -180,5 +180,63 @@ describe('stdin', () => {
     const code = await new Promise((resolve) => child.on('close', resolve));
     assert.equal(code, 0, stdout);
     assert.equal(classify((await ourState(e.topo.pod)).nft), 'full');
+  });
+});
+
+function openSocket(pid: number): boolean {
+  try {
+    // 0-2 are the runtime's pipes (socketpairs when the parent is libuv): a socket beyond them is the API's.
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => Number(fd) > 2 && readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:'));
+  } catch {
+    return false;
+  }
+}
+
+describe('SIGTERM mid-ADD', () => {
+  /** Starts an ADD, sends SIGTERM once `when` resolves; returns the run and the netns state at exit. */
+  async function terminate(e: h.E2E, mnt: MountNs | undefined, when: (pid: number) => Promise<void>) {
+    const argv = mnt ? mnt.argv([BIN], e.topo.node) : h.nsenterArgv(e.topo.node, [BIN]);
+    const child = spawn(argv[0]!, argv.slice(1), { env: varsOf(e), stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdin.end(stdinOf(e));
+    const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    await when(child.pid!);
+    const sentAt = performance.now();
+    child.kill('SIGTERM'); // nsenter passes it on to the plugin it became (exec)
+    const [code, signal] = await closed;
+    const ms = performance.now() - sentAt;
+    const atExit = await ourState(e.topo.pod);
+    return { result: { code: code ?? -1, signal, stdout, stderr, timedOut: false }, ms, atExit };
+  }
+
+  it('during the pod lookup: stops at once with a SPEC error and nothing programmed', async () => {
+    const e = await env('termapi');
+    e.api!.behavior.delayMs = 15_000;
+    // The API answers only after 15 s; the plugin is in the lookup once it holds a socket.
+    const { result, ms, atExit } = await terminate(e, undefined, async (pid) => {
+      while (!openSocket(pid)) await sleep(20);
+    });
+    assert.match(assertSpecError(result, 11).msg, /SIGTERM/);
+    assert.ok(ms < 5000, `took ${Math.round(ms)} ms to stop: it waited for the API`);
+    assert.deepEqual(atExit, NOTHING);
+  });
+
+  it('during iptables-restore: exits only once the transaction is over, all or nothing', async () => {
+    const e = await env('termipt');
+    const mnt = await makeMountNs();
+    await replaceXtables(mnt, 'nft', { sleepS: 2 });
+    const { result, atExit } = await terminate(e, mnt, async () => {
+      while (!existsSync(join(mnt.dir, 'restore-started'))) await sleep(20);
+    });
+    assert.deepEqual(processProblems(result), []);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(assertSpecError(result, 11).msg, /SIGTERM/);
+    // The restore under way was let finish before the answer, and nothing runs on after it.
+    assert.equal(classify(atExit.nft), 'full');
+    await sleep(3000);
+    assert.deepEqual(await ourState(e.topo.pod), atExit);
   });
 });
