@@ -4,17 +4,18 @@
  * /proc/1/ns/net and the 0600 log file; faults.test.ts the token after API errors. These add to them.)
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
-import { specErrorProblems } from '../hostile/oracle.ts';
+import { ourState, specErrorProblems } from '../hostile/oracle.ts';
 
 after(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 /** Where build/build.mjs leaves the esbuild bundle that the executable's snapshot is made from. */
 const BUNDLE = join(h.REPO_ROOT, 'dist', '.sea-build', 'istio-cni', 'bundle.cjs');
+const WEB = { pod: 'web-0', namespace: 'default' };
 
 describe('no shell in the shipped code', () => {
   const bundle = readFileSync(BUNDLE, 'utf8');
@@ -61,4 +62,50 @@ describe('credentials stay out of every message', () => {
       }
     });
   }
+});
+
+describe('CNI_NETNS must be a pod\'s network namespace', () => {
+  it('refuses other namespace kinds, directories, and the node\'s netns under another name', async () => {
+    const e = await h.makeE2E({ tag: 'nspath', pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
+    const dir = join(e.conf.confDir, 'paths');
+    mkdirSync(dir);
+    const link = join(dir, 'link-to-node');
+    symlinkSync(e.topo.node.path, link);
+    // A second mount of the node's netns file: same namespace, different path.
+    const bound = join(dir, 'bound-node');
+    writeFileSync(bound, '');
+    await h.runOk(['/usr/bin/mount', '--bind', e.topo.node.path, bound]);
+    h.registerCleanup(`umount ${bound}`, () => void h.run(['/usr/bin/umount', bound]));
+    try {
+      const refused: [string, RegExp][] = [
+        ['/proc/self/ns/net', /node's own/],
+        ['/proc/thread-self/ns/net', /node's own/],
+        [link, /node's own/],
+        [bound, /node's own/],
+        ['/proc/self/ns/mnt', /not a network namespace/],
+        [dir, /not a network namespace/],
+        ['/dev/null', /not a network namespace/],
+        [`${e.topo.pod.path}/..`, /not a network namespace|ENOTDIR/],
+        ['relative/netns', /CNI_NETNS/],
+      ];
+      for (const [netns, why] of refused) {
+        const result = await h.runPlugin(BIN, {
+          command: 'ADD',
+          stdin: { ...e.conf.conflist.plugins[1], name: e.conf.netName, cniVersion: '1.0.0' },
+          containerId: 'c1',
+          netns,
+          ifName: 'eth0',
+          cniArgs: e.cniArgsFor(WEB),
+          hostNetns: e.topo.node,
+        });
+        const { problems, error } = specErrorProblems(result);
+        assert.deepEqual(problems, [], netns);
+        assert.ok(error!.code === 104 || error!.code === 4, `${netns}: ${result.stdout}`);
+        assert.match(`${error!.msg} ${error!.details}`, why, netns);
+      }
+      assert.deepEqual(await ourState(e.topo.node), { nft: [], legacy: [] });
+    } finally {
+      await h.run(['/usr/bin/umount', bound]);
+    }
+  });
 });
