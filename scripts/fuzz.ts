@@ -1,7 +1,8 @@
 /**
  * npm run fuzz: generated hostile invocations through the built dist/istio-cni (see
  * test/hostile/). FUZZ_RUNS sets the count (default 10000), FUZZ_CONCURRENCY how many run at once
- * (default 6), FUZZ_SEED replays a run. Needs root and a fresh `npm run build`.
+ * (default 6), FUZZ_SEED replays a run, FUZZ_SLOW=<ms> prints every case slower than that.
+ * Needs root and a fresh `npm run build`.
  */
 import { cleanupAll } from '../test/harness/index.ts';
 import { runCampaign } from '../test/hostile/campaign.ts';
