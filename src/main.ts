@@ -11,6 +11,7 @@ import { decide, type Decided } from './kube/lookup.ts';
 import { createLogger, type Logger } from './log.ts';
 import { applyCapture, captureDifferences, removeCapture } from './netns/capture.ts';
 import { resolveBackend } from './netns/iptables.ts';
+import { stopExecuting } from './netns/exec.ts';
 import { checkNetnsPath } from './netns/netns.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
 import { settingsFromPod } from './redirect/settings-from-pod.ts';
@@ -126,16 +127,36 @@ function readStdin(): string {
   }
 }
 
-function print(value: object): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
-}
-
 /** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = performance.now();
   const summary: Summary = {};
   let log: Logger | undefined;
   let stdin = '';
+  // stdout carries one answer: the verb's, or SIGTERM's when that comes first.
+  let answered = false;
+  const print = (value: object) => {
+    if (answered) return;
+    answered = true;
+    process.stdout.write(`${JSON.stringify(value)}\n`);
+  };
+  const fail = (err: unknown) => {
+    const specError = toSpecError(err, versionOf(stdin));
+    const first = !answered;
+    print(specError);
+    if (!first) return;
+    process.exitCode = 1;
+    const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
+    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(performance.now() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+  };
+  // A runtime that gives up on us sends SIGTERM: answer at once, but only after a running iptables
+  // transaction is over, so the netns is final when we exit (all of the rules or none of them).
+  process.once('SIGTERM', () => {
+    void stopExecuting().then(() => {
+      if (!answered) fail(new CniError(ErrorCode.TryAgainLater, 'interrupted by SIGTERM', 'stopped before the verb finished; an iptables-restore already running was let finish'));
+      process.exit();
+    });
+  });
   try {
     stdin = readStdin();
     const command = readCommand(env);
@@ -150,12 +171,9 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     Object.assign(summary, { containerId: invocation.containerId, netns: invocation.netns, pod: podOf(invocation.args) });
     const result = await VERBS[command]({ config, invocation, summary });
     if (result !== undefined) print(result);
+    answered = true;
     log.info({ ...summary, durationMs: Math.round(performance.now() - started) }, `${command} ok`);
   } catch (err) {
-    const specError = toSpecError(err, versionOf(stdin));
-    print(specError);
-    process.exitCode = 1;
-    const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
-    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(performance.now() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+    fail(err);
   }
 }

@@ -18,6 +18,19 @@ const LogLevel = z
   .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'none', 'silent'])
   .transform((level) => (level === 'none' ? 'silent' : level));
 
+/** The previous result is printed back with JSON.stringify, which recurses: one nested too deeply to
+ * print must be refused here, before the netns is touched, not after the rules are in. */
+const PrevResult = z.record(z.string(), z.unknown()).refine(printable, 'nested too deeply to pass on');
+
+function printable(value: unknown): boolean {
+  try {
+    JSON.stringify(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const AbsolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
 
 /**
@@ -30,7 +43,7 @@ export const PluginConfig = z
     cniVersion: CniVersion,
     name: z.string().optional(),
     type: z.string().optional(),
-    prevResult: z.record(z.string(), z.unknown()).optional(),
+    prevResult: PrevResult.optional(),
     log_level: LogLevel.optional(),
     plugin_log_level: LogLevel.optional(),
     log_file: AbsolutePath.optional(),

@@ -57,7 +57,9 @@ export function loadKubeconfig(path: string): KubeConnection {
   try {
     document = parseYaml(text);
   } catch (err) {
-    throw invalid(path, `not YAML: ${(err as Error).message}`);
+    // The parser quotes the lines around the error, and a kubeconfig's lines hold its credentials:
+    // keep the reason and the position, never the excerpt.
+    throw invalid(path, `not YAML: ${(err as Error).message.split(':\n')[0]}`);
   }
   const parsed = KubeconfigFile.safeParse(document);
   if (!parsed.success) {

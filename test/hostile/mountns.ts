@@ -1,0 +1,72 @@
+/**
+ * A private mount namespace for faults that need the plugin to see a different file system: a failing
+ * or missing iptables binary, a private xtables lock, a read-only log directory. Made with
+ * `unshare --mount=<file>` (persistent, argv only, no shell); changes inside never reach the machine.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as h from '../harness/index.ts';
+
+const UNSHARE = '/usr/bin/unshare';
+const MOUNT = '/usr/bin/mount';
+const UMOUNT = '/usr/bin/umount';
+
+export interface MountNs {
+  /** The persistent namespace file (nsenter --mount=<file>). */
+  file: string;
+  dir: string;
+  /** Runs argv inside the mount namespace, and inside `net` when given. */
+  argv(argv: readonly string[], net?: h.NetnsRef): string[];
+  mount(args: readonly string[]): Promise<void>;
+}
+
+export async function makeMountNs(): Promise<MountNs> {
+  const dir = h.makeTempDir('icni-mnt-');
+  // The file that pins the namespace must sit on a private mount, as /run/netns does for netns.
+  await h.runOk([MOUNT, '--bind', dir, dir]);
+  await h.runOk([MOUNT, '--make-private', dir]);
+  const file = join(dir, 'mnt');
+  writeFileSync(file, '');
+  await h.runOk([UNSHARE, `--mount=${file}`, '--propagation', 'private', '/bin/true']);
+  h.registerCleanup(`mount ns ${file}`, () => {
+    // Synchronous: cleanups also run at exit.
+    for (const target of [file, dir]) spawnSync(UMOUNT, ['-l', target], { stdio: 'ignore' });
+  });
+  const argv = (inner: readonly string[], net?: h.NetnsRef) => [h.NSENTER, `--mount=${file}`, ...(net ? [`--net=${h.netnsPath(net)}`] : []), '--', ...inner];
+  return {
+    file,
+    dir,
+    argv,
+    async mount(args) {
+      await h.runOk(argv([MOUNT, ...args]));
+    },
+  };
+}
+
+
+/**
+ * A stand-in for xtables-<backend>-multi (what iptables-<backend>-restore/-save link to): for the
+ * restore it waits `sleepS`, then fails with `failWith` on stderr or runs the real one; every other
+ * tool runs the real binary, copied aside before the stand-in is mounted over it. A started restore
+ * leaves the file <dir>/restore-started.
+ */
+export async function replaceXtables(ns: MountNs, backend: 'nft' | 'legacy', restore: { sleepS?: number; failWith?: string }): Promise<void> {
+  const multi = `/usr/sbin/xtables-${backend}-multi`;
+  const real = join(ns.dir, `real-xtables-${backend}-multi`);
+  await h.runOk(['/usr/bin/cp', multi, real]);
+  const stub = join(ns.dir, `fake-xtables-${backend}-multi`);
+  mkdirSync(ns.dir, { recursive: true });
+  writeFileSync(stub, [
+    '#!/usr/bin/python3',
+    'import os, sys, time',
+    `if sys.argv[0].endswith('-restore'):`,
+    `    open(${JSON.stringify(join(ns.dir, 'restore-started'))}, 'w').close()`,
+    `    time.sleep(${restore.sleepS ?? 0})`,
+    ...(restore.failWith !== undefined ? [`    sys.stderr.write(${JSON.stringify(restore.failWith)})`, '    sys.exit(1)'] : []),
+    `os.execv(${JSON.stringify(real)}, sys.argv)`,
+    '',
+  ].join('\n'));
+  chmodSync(stub, 0o755);
+  await ns.mount(['--bind', stub, multi]);
+}

@@ -1,0 +1,101 @@
+/**
+ * What every run of the plugin must satisfy, whatever its input: its stdout and exit code, and the
+ * state it leaves in a netns (all of our rule set or nothing of ours).
+ */
+import { readFileSync } from 'node:fs';
+import * as h from '../harness/index.ts';
+
+export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
+
+/** The default rule set as `iptables -t nat -S` lists it, without the policies. */
+export const FULL_RULE_SET = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8')
+  .trim()
+  .split('\n')
+  .filter((line) => !line.startsWith('-P '));
+
+/** iptables-restore input that installs the default rule set, as a repeated ADD would find it. */
+export const FULL_RULE_SET_RESTORE = `*nat\n${FULL_RULE_SET.join('\n')}\nCOMMIT\n`;
+
+const STACK_LINE = /^\s+at .+(:\d+:\d+\)?|\(native\)|<anonymous>\)?)$/m;
+
+export interface SpecError {
+  cniVersion: string;
+  code: number;
+  msg: string;
+  details: string;
+}
+
+/** Problems with a failed run's output: it must be exit status 1 and exactly one SPEC error object. */
+export function specErrorProblems(result: h.RunResult): { problems: string[]; error?: SpecError } {
+  const problems: string[] = [];
+  if (result.code !== 1) problems.push(`exit status ${result.code}, expected 1 for a failure`);
+  const lines = result.stdout.split('\n').filter((l) => l !== '');
+  if (lines.length !== 1) return { problems: [...problems, `stdout has ${lines.length} lines, expected one SPEC error object: ${result.stdout.slice(0, 300)}`] };
+  let error: unknown;
+  try {
+    error = JSON.parse(lines[0]!);
+  } catch {
+    return { problems: [...problems, `stdout is not JSON: ${result.stdout.slice(0, 300)}`] };
+  }
+  const e = error as Record<string, unknown>;
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) return { problems: [...problems, 'stdout is not a JSON object'] };
+  const keys = Object.keys(e).sort().join(',');
+  if (keys !== 'cniVersion,code,details,msg') problems.push(`SPEC error has keys ${keys}`);
+  if (!SUPPORTED_VERSIONS.includes(e.cniVersion as string)) problems.push(`SPEC error cniVersion ${JSON.stringify(e.cniVersion)}`);
+  if (!Number.isInteger(e.code) || (e.code as number) < 1) problems.push(`SPEC error code ${JSON.stringify(e.code)}`);
+  if (typeof e.msg !== 'string' || e.msg === '') problems.push('SPEC error msg is not a non-empty string');
+  if (typeof e.details !== 'string') problems.push('SPEC error details is not a string');
+  return { problems, error: e as unknown as SpecError };
+}
+
+/** Problems any run can have: it hung, died of a signal, or printed a stack trace anywhere. */
+export function processProblems(result: h.RunResult): string[] {
+  const problems: string[] = [];
+  if (result.timedOut) problems.push('did not finish in time');
+  if (result.signal !== null) problems.push(`killed by ${result.signal}`);
+  if (STACK_LINE.test(result.stdout)) problems.push('stack trace on stdout');
+  if (STACK_LINE.test(result.stderr)) problems.push(`stack trace on stderr: ${result.stderr.slice(0, 500)}`);
+  return problems;
+}
+
+export type NetnsState = { nft: string[]; legacy: string[] };
+
+/** Our lines (chains and rules naming ISTIO_) in the nat table of each backend. */
+export async function ourState(ns: h.NetnsRef): Promise<NetnsState> {
+  const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
+  const [nft, legacy] = await Promise.all([h.iptablesS(ns, 'nft'), h.iptablesS(ns, 'legacy')]);
+  return { nft: ours(nft), legacy: ours(legacy) };
+}
+
+/**
+ * "full" is today's default rule set, line for line and in order. A pod with traffic annotations may
+ * get another rule set once the plugin reads them: `structural` then accepts any complete one.
+ */
+export function classify(lines: string[], structural = false): 'empty' | 'full' | 'partial' {
+  if (lines.length === 0) return 'empty';
+  if (lines.join('\n') === FULL_RULE_SET.join('\n')) return 'full';
+  if (structural && isCompleteRuleSet(lines)) return 'full';
+  return 'partial';
+}
+
+/** Our four chains, one jump into each entry chain, no line twice, and something redirected. */
+function isCompleteRuleSet(lines: string[]): boolean {
+  const chains = ['ISTIO_INBOUND', 'ISTIO_IN_REDIRECT', 'ISTIO_OUTPUT', 'ISTIO_REDIRECT'];
+  return (
+    new Set(lines).size === lines.length &&
+    chains.every((c) => lines.includes(`-N ${c}`)) &&
+    lines.filter((l) => l.startsWith('-A PREROUTING ') && l.endsWith('-j ISTIO_INBOUND')).length === 1 &&
+    lines.filter((l) => l.startsWith('-A OUTPUT ') && l.endsWith('-j ISTIO_OUTPUT')).length === 1 &&
+    lines.some((l) => / -j (REDIRECT|TPROXY) /.test(l))
+  );
+}
+
+/** Empties the nat table of a backend (a restore without --noflush; the test's own netns only). */
+export async function resetNat(ns: h.Netns, backend: 'nft' | 'legacy'): Promise<void> {
+  if (!h.isOwnedNetns(ns)) throw new Error(`refusing to reset ${ns.name}: not a netns this process made`);
+  await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '-w', '10'], { input: '*nat\nCOMMIT\n' });
+}
+
+export async function installFullRuleSet(ns: h.Netns, backend: 'nft' | 'legacy' = 'nft'): Promise<void> {
+  await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '--noflush', '-w', '10'], { input: FULL_RULE_SET_RESTORE });
+}
