@@ -78,15 +78,22 @@ export function classify(lines: string[], structural = false): 'empty' | 'full' 
   return 'partial';
 }
 
-/** Our four chains, one jump into each entry chain, no line twice, and something redirected. */
+/**
+ * A rule set some annotations could give: at least one chain of ours, no line twice, every chain a rule
+ * jumps to exists, every chain we declared has rules and is reached (from a built-in chain or another of ours),
+ * and at most one jump from each built-in chain into each of ours. A half-applied restore breaks one of these.
+ */
 function isCompleteRuleSet(lines: string[]): boolean {
-  const chains = ['ISTIO_INBOUND', 'ISTIO_IN_REDIRECT', 'ISTIO_OUTPUT', 'ISTIO_REDIRECT'];
+  const declared = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
+  const jumps = lines.filter((l) => l.startsWith('-A ')).map((l) => ({ from: l.split(' ')[1]!, to: / -[jg] (ISTIO_[A-Z0-9_]+)/.exec(l)?.[1] }));
+  const targets = new Set(jumps.flatMap((j) => (j.to ? [j.to] : [])));
+  const builtinJumps = jumps.filter((j) => j.to && !j.from.startsWith('ISTIO_')).map((j) => `${j.from}>${j.to}`);
   return (
+    declared.size > 0 &&
     new Set(lines).size === lines.length &&
-    chains.every((c) => lines.includes(`-N ${c}`)) &&
-    lines.filter((l) => l.startsWith('-A PREROUTING ') && l.endsWith('-j ISTIO_INBOUND')).length === 1 &&
-    lines.filter((l) => l.startsWith('-A OUTPUT ') && l.endsWith('-j ISTIO_OUTPUT')).length === 1 &&
-    lines.some((l) => / -j (REDIRECT|TPROXY) /.test(l))
+    [...targets].every((t) => declared.has(t)) &&
+    [...declared].every((c) => targets.has(c) && jumps.some((j) => j.from === c)) &&
+    new Set(builtinJumps).size === builtinJumps.length
   );
 }
 
