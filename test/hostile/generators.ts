@@ -28,6 +28,7 @@ export const TRAFFIC_ANNOTATION_KEYS = [
   'traffic.sidecar.istio.io/excludeOutboundPorts',
   'traffic.sidecar.istio.io/excludeInterfaces',
   'traffic.sidecar.istio.io/kubevirtInterfaces',
+  'istio.io/reroute-virtual-interfaces',
   'sidecar.istio.io/interceptionMode',
   'proxy.istio.io/config',
   'status.sidecar.istio.io/port',
