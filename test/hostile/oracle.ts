@@ -79,7 +79,7 @@ export function classify(lines: string[], structural = false): 'empty' | 'full' 
 }
 
 /**
- * A rule set some annotations could give: at least one chain of ours, no line twice, every chain a rule
+ * A rule set some annotations could give: at least one chain of ours, declared once, every chain a rule
  * jumps to exists, every chain we declared has rules and is reached (from a built-in chain or another of ours),
  * and at most one jump from each built-in chain into each of ours. A half-applied restore breaks one of these.
  */
@@ -90,7 +90,9 @@ function isCompleteRuleSet(lines: string[]): boolean {
   const builtinJumps = jumps.filter((j) => j.to && !j.from.startsWith('ISTIO_')).map((j) => `${j.from}>${j.to}`);
   return (
     declared.size > 0 &&
-    new Set(lines).size === lines.length &&
+    // Rules inside our chains may repeat (a port listed twice is kept, as Istio keeps it); chains and
+    // the jumps from built-in chains may not.
+    declared.size === lines.filter((l) => l.startsWith('-N ')).length &&
     [...targets].every((t) => declared.has(t)) &&
     [...declared].every((c) => targets.has(c) && jumps.some((j) => j.from === c)) &&
     new Set(builtinJumps).size === builtinJumps.length
