@@ -4,6 +4,7 @@ import { get, RequestTimeout } from './http1.ts';
 import type { KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
+import { trustedCas } from './trust.ts';
 
 export type { LookupPolicy };
 
@@ -113,9 +114,9 @@ async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number)
 
 /** The kubeconfig's CA, certificate and key as one TLS context; material OpenSSL cannot use is a kubeconfig error, not an outage. */
 async function credentials(conn: KubeConnection) {
-  const { createSecureContext } = await import('node:tls');
+  const tls = await import('node:tls');
   try {
-    return createSecureContext({ ca: conn.ca, cert: conn.cert, key: conn.key });
+    return tls.createSecureContext({ ca: trustedCas(tls, conn.ca), cert: conn.cert, key: conn.key });
   } catch (err) {
     throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
   }
