@@ -5,6 +5,7 @@ import { readCommand, readInvocation, type Command, type Invocation } from './cn
 import { CniError, ErrorCode, toSpecError } from './cni/errors.ts';
 import { addressesOf, passThroughResult, versionResult } from './cni/result.ts';
 import { versionAtLeast, type CniVersion } from './cni/versions.ts';
+import { monotonicMs } from './clock.ts';
 import { probeApi } from './kube/client.ts';
 import { loadKubeconfig } from './kube/kubeconfig.ts';
 import { decide, type Decided } from './kube/lookup.ts';
@@ -132,7 +133,7 @@ function print(value: object): void {
 
 /** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  const started = performance.now();
+  const started = monotonicMs();
   const summary: Summary = {};
   let log: Logger | undefined;
   let stdin = '';
@@ -150,12 +151,12 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     Object.assign(summary, { containerId: invocation.containerId, netns: invocation.netns, pod: podOf(invocation.args) });
     const result = await VERBS[command]({ config, invocation, summary });
     if (result !== undefined) print(result);
-    log.info({ ...summary, durationMs: Math.round(performance.now() - started) }, `${command} ok`);
+    log.info({ ...summary, durationMs: Math.round(monotonicMs() - started) }, `${command} ok`);
   } catch (err) {
     const specError = toSpecError(err, versionOf(stdin));
     print(specError);
     process.exitCode = 1;
     const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
-    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(performance.now() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(monotonicMs() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
   }
 }
