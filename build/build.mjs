@@ -103,7 +103,9 @@ function makeBlob(main, blob) {
     disableExperimentalSEAWarning: true,
     useSnapshot: opt.mode === 'snapshot',
     useCodeCache: opt.mode === 'codecache',
-    execArgv: [],
+    // Node then does not parse its bundled root CAs on a thread at every start; src/kube/trust.ts
+    // passes them explicitly when a kubeconfig names no CA, so trust is unchanged.
+    execArgv: ['--use-openssl-ca'],
     execArgvExtension: 'none', // ignore NODE_OPTIONS at run time (needs Node >= 22.20)
   };
   const configFile = path.join(work, 'sea-config.json');

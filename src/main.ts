@@ -5,6 +5,7 @@ import { readCommand, readInvocation, type Command, type Invocation } from './cn
 import { CniError, ErrorCode, toSpecError } from './cni/errors.ts';
 import { addressesOf, passThroughResult, versionResult } from './cni/result.ts';
 import { versionAtLeast, type CniVersion } from './cni/versions.ts';
+import { monotonicMs } from './clock.ts';
 import { probeApi } from './kube/client.ts';
 import { loadKubeconfig } from './kube/kubeconfig.ts';
 import { decide, type Decided } from './kube/lookup.ts';
@@ -129,7 +130,7 @@ function readStdin(): string {
 
 /** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  const started = performance.now();
+  const started = monotonicMs();
   const summary: Summary = {};
   let log: Logger | undefined;
   let stdin = '';
@@ -172,7 +173,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     const result = await VERBS[command]({ config, invocation, summary });
     if (result !== undefined) print(result);
     answered = true;
-    log.info({ ...summary, durationMs: Math.round(performance.now() - started) }, `${command} ok`);
+    log.info({ ...summary, durationMs: Math.round(monotonicMs() - started) }, `${command} ok`);
   } catch (err) {
     fail(err);
   }

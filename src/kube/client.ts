@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { monotonicMs } from '../clock.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import { get, RequestTimeout } from './http1.ts';
 import type { KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
+import { trustedCas } from './trust.ts';
 
 export type { LookupPolicy };
 
@@ -20,19 +22,19 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
   const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
   const where = `GET ${conn.server.origin}${path}`;
   const lookupFailed = (why: string) => new CniError(ErrorCode.PodLookupFailed, `pod ${namespace}/${name} lookup failed`, `${where}: ${why}`);
-  const started = performance.now();
+  const started = monotonicMs();
   const deadline = started + policy.budgetMs;
   let firstNotFoundAt = Infinity;
   /** Each distinct failure and how often: the last attempt, cut short by the budget, may not be the telling one. */
   const failures = new Map<string, number>();
   for (let attempt = 1; ; attempt += 1) {
-    const result = await attemptGet(conn, path, Math.min(policy.attemptTimeoutMs, deadline - performance.now()));
+    const result = await attemptGet(conn, path, Math.min(policy.attemptTimeoutMs, deadline - monotonicMs()));
     if (result.kind === 'answer' && result.status === 200) return { pod: parsePod(result.body, lookupFailed), attempts: attempt };
     const step = judge(result);
     if (!step.retry) throw lookupFailed(step.reason);
     failures.set(step.reason, (failures.get(step.reason) ?? 0) + 1);
 
-    const now = performance.now();
+    const now = monotonicMs();
     const notFound = result.kind === 'answer' && result.status === 404;
     if (notFound) firstNotFoundAt = Math.min(firstNotFoundAt, now);
     const giveUpAt = notFound ? Math.min(deadline, firstNotFoundAt + policy.notFoundMs) : deadline;
@@ -113,9 +115,9 @@ async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number)
 
 /** The kubeconfig's CA, certificate and key as one TLS context; material OpenSSL cannot use is a kubeconfig error, not an outage. */
 async function credentials(conn: KubeConnection) {
-  const { createSecureContext } = await import('node:tls');
+  const tls = await import('node:tls');
   try {
-    return createSecureContext({ ca: conn.ca, cert: conn.cert, key: conn.key });
+    return tls.createSecureContext({ ca: trustedCas(tls, conn.ca), cert: conn.cert, key: conn.key });
   } catch (err) {
     throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
   }

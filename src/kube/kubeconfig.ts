@@ -53,6 +53,11 @@ export function loadKubeconfig(path: string): KubeConnection {
   } catch (err) {
     throw invalid(path, (err as Error).message);
   }
+  return parseKubeconfig(text, path);
+}
+
+/** The kubeconfig text read from `path`; files it names are read relative to `path`. */
+export function parseKubeconfig(text: string, path: string): KubeConnection {
   let document: unknown;
   try {
     document = parseYaml(text);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import type { KubeConnection } from './kubeconfig.ts';
+import { trustedCas } from './trust.ts';
 
 export interface ApiRequest {
   method: 'GET' | 'PATCH' | 'DELETE';
@@ -47,7 +48,7 @@ export async function openApiRequest(conn: KubeConnection, request: ApiRequest):
       // Node frames a DELETE body only when told its length.
       ...(body === undefined ? {} : { 'Content-Type': body.type, 'Content-Length': Buffer.byteLength(body.text) }),
     },
-    ca: conn.ca,
+    ca: secure ? trustedCas(await import('node:tls'), conn.ca) : conn.ca,
     cert: conn.cert,
     key: conn.key,
     rejectUnauthorized: !conn.insecure,

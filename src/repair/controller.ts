@@ -1,5 +1,5 @@
+import type { Logger } from 'pino';
 import type { KubeConnection } from '../kube/kubeconfig.ts';
-import type { Logger } from '../log.ts';
 import { deletePod, labelPod, listNodePods, watchNodePods, type PodEvent } from './api.ts';
 import { startedUncaptured, type WatchedPod } from './pod.ts';
 

@@ -1,4 +1,5 @@
 import type { Server, Socket } from 'node:net';
+import { monotonicMs } from '../clock.ts';
 
 /**
  * Where the probe listens and what it dials. With Istio's rules, a TCP connection that leaves
@@ -46,7 +47,7 @@ const NONCE_WAIT_MS = 500;
 export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
   const net = await import('node:net');
   const { randomBytes } = await import('node:crypto');
-  const started = performance.now();
+  const started = monotonicMs();
   const nonce = randomBytes(16).toString('hex');
 
   // The first listener that receives our nonce; `captured` settles at that moment.
@@ -84,19 +85,19 @@ export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
   try {
     while (listening.length > 0 && capturedPort === undefined) {
       // Read the clock once per round: a second reading could already be past the deadline.
-      const remaining = deadline - performance.now();
+      const remaining = deadline - monotonicMs();
       if (remaining <= 0) break;
       attempts += 1;
       const failure = await attempt(net, plan, nonce, captured, Math.min(NONCE_WAIT_MS, remaining));
       if (failure === undefined) break;
       failures.set(failure, (failures.get(failure) ?? 0) + 1);
-      const pause = Math.min(RETRY_DELAY_MS, deadline - performance.now());
+      const pause = Math.min(RETRY_DELAY_MS, deadline - monotonicMs());
       if (pause > 0) await Promise.race([captured, delay(pause)]);
     }
   } finally {
     for (const server of servers) server.close();
   }
-  const elapsedMs = Math.round(performance.now() - started);
+  const elapsedMs = Math.round(monotonicMs() - started);
   if (capturedPort !== undefined) return { captured: true, port: capturedPort, attempts, elapsedMs };
   return { captured: false, attempts, listening, notListening, failures };
 }
