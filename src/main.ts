@@ -148,7 +148,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     if (!first) return;
     process.exitCode = 1;
     const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
-    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(performance.now() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(monotonicMs() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
   };
   // A runtime that gives up on us sends SIGTERM: answer at once, but only after a running iptables
   // transaction is over, so the netns is final when we exit (all of the rules or none of them).
