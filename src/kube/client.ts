@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { monotonicMs } from '../clock.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import { get, RequestTimeout } from './http1.ts';
-import type { KubeConnection } from './kubeconfig.ts';
+import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
 import { trustedCas } from './trust.ts';
@@ -78,32 +77,18 @@ function parsePod(body: string, lookupFailed: (why: string) => CniError): Pod {
   return pod.data;
 }
 
-/** Read on every attempt: service-account tokens rotate. */
-function bearerToken(conn: KubeConnection): string | undefined {
-  if (conn.tokenFile === undefined) return conn.token;
-  try {
-    return readFileSync(conn.tokenFile, 'utf8').trim();
-  } catch (err) {
-    throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `tokenFile: ${(err as Error).message}`);
-  }
-}
-
 /** One request; never throws for what the network or the server did, only reports it. */
 async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number): Promise<Attempt> {
   const token = bearerToken(conn);
-  const secure = conn.server.protocol === 'https:';
-  const host = conn.server.hostname.replace(/^\[|\]$/g, '');
+  const target = endpoint(conn, path);
   // SNI carries names only, as node:https sends it.
-  const isAddress = host.includes(':') || /^[\d.]+$/.test(host);
-  const secureContext = secure ? await credentials(conn) : undefined;
+  const isAddress = target.host.includes(':') || /^[\d.]+$/.test(target.host);
+  const secureContext = target.secure ? await credentials(conn) : undefined;
   try {
     const response = await get({
-      secure,
-      host,
-      port: Number(conn.server.port) || (secure ? 443 : 80),
-      path: `${conn.server.pathname.replace(/\/$/, '')}${path}`,
+      ...target,
       headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-      tls: { secureContext, rejectUnauthorized: !conn.insecure, servername: conn.serverName ?? (isAddress ? undefined : host) },
+      tls: { secureContext, rejectUnauthorized: !conn.insecure, servername: conn.serverName ?? (isAddress ? undefined : target.host) },
       timeoutMs,
     });
     return { kind: 'answer', ...response };

@@ -108,3 +108,24 @@ export function parseKubeconfig(text: string, path: string): KubeConnection {
     key,
   };
 }
+
+/** The bearer token, read again on every request when it comes from a file: service-account tokens rotate. */
+export function bearerToken(conn: KubeConnection): string | undefined {
+  if (conn.tokenFile === undefined) return conn.token;
+  try {
+    return readFileSync(conn.tokenFile, 'utf8').trim();
+  } catch (err) {
+    throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `tokenFile: ${(err as Error).message}`);
+  }
+}
+
+/** Where a request to `path` goes: the server's scheme, host (without IPv6 brackets), port and prefixed path. */
+export function endpoint(conn: KubeConnection, path: string): { secure: boolean; host: string; port: number; path: string } {
+  const secure = conn.server.protocol === 'https:';
+  return {
+    secure,
+    host: conn.server.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(conn.server.port) || (secure ? 443 : 80),
+    path: `${conn.server.pathname.replace(/\/$/, '')}${path}`,
+  };
+}

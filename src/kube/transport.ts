@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { RequestOptions } from 'node:https';
-import type { KubeConnection } from './kubeconfig.ts';
+import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
 import { trustedCas } from './trust.ts';
 
 export interface ApiRequest {
@@ -32,15 +31,16 @@ export class ApiStatusError extends Error {
  * read as it arrives). The token file is re-read for every request: service-account tokens rotate.
  */
 export async function openApiRequest(conn: KubeConnection, request: ApiRequest): Promise<IncomingMessage> {
-  const secure = conn.server.protocol === 'https:';
+  const target = endpoint(conn, request.path);
+  const secure = target.secure;
   const transport = secure ? await import('node:https') : await import('node:http');
-  const token = conn.tokenFile === undefined ? conn.token : readFileSync(conn.tokenFile, 'utf8').trim();
+  const token = bearerToken(conn);
   const body = request.body === undefined ? undefined : { type: request.body.contentType, text: JSON.stringify(request.body.json) };
   const options: RequestOptions = {
     method: request.method,
-    hostname: conn.server.hostname.replace(/^\[|\]$/g, ''),
-    port: conn.server.port || (secure ? 443 : 80),
-    path: `${conn.server.pathname.replace(/\/$/, '')}${request.path}`,
+    hostname: target.host,
+    port: target.port,
+    path: target.path,
     headers: {
       Accept: 'application/json',
       'User-Agent': 'istio-cni',
