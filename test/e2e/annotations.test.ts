@@ -227,17 +227,7 @@ describe('IPv6', () => {
     prevResult.ips.push({ address: 'fd00:200::5/64' });
     // With IPv6 off in the pod netns, the IPv6 half cannot be programmed.
     await h.execInNetnsOk(e.topo.pod, ['/usr/sbin/sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
-    const entry = e.conf.conflist.plugins.find((p) => p.type === 'istio-cni');
-    const add = await h.runPlugin(h.DEFAULT_ISTIO_CNI_BIN, {
-      command: 'ADD',
-      stdin: { ...entry, name: e.conf.netName, cniVersion: e.conf.conflist.cniVersion, prevResult },
-      containerId: h.defaultContainerId(e.topo.pod),
-      netns: e.topo.pod,
-      ifName: 'eth0',
-      cniArgs: e.cniArgsFor(WEB),
-      path: e.cniPath,
-      hostNetns: e.topo.node,
-    });
+    const add = await e.runDirect('ADD', WEB, { prevResult });
     assert.notEqual(add.code, 0);
     assert.equal((add.json as { code?: number }).code, 102, add.stdout);
     assert.match((add.json as { msg: string }).msg, /::6/, 'it failed in the IPv6 step, after IPv4 was programmed');

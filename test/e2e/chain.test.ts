@@ -29,12 +29,6 @@ async function environment(backend: Backend, tag: string) {
 
 const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
 
-/** The stdin libcni would give istio-cni in this environment, with this prevResult. */
-function istioStdin(e: h.E2E, prevResult: unknown) {
-  const entry = e.conf.conflist.plugins.find((p) => p.type === 'istio-cni');
-  return { ...entry, name: e.conf.netName, cniVersion: e.conf.conflist.cniVersion, prevResult };
-}
-
 for (const backend of ['nft', 'legacy'] as const) {
   describe(`chained after ptp, on iptables-${backend}`, () => {
     it('gives an injected pod exactly the seed rules and passes ptp\'s result through unchanged', async () => {
@@ -62,16 +56,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       const e = await environment(backend, `twice-${backend}`);
       const add = await e.run('add', WEB);
       assert.equal(add.code, 0, add.stderr);
-      const again = await h.runPlugin(h.DEFAULT_ISTIO_CNI_BIN, {
-        command: 'ADD',
-        stdin: istioStdin(e, add.json),
-        containerId: h.defaultContainerId(e.topo.pod),
-        netns: e.topo.pod,
-        ifName: 'eth0',
-        cniArgs: e.cniArgsFor(WEB),
-        path: e.cniPath,
-        hostNetns: e.topo.node,
-      });
+      const again = await e.runDirect('ADD', WEB, { prevResult: add.json });
       assert.equal(again.code, 0, again.stdout);
       assert.deepEqual(again.json, add.json);
       assert.deepEqual(await h.iptablesS(e.topo.pod, backend), SEED);
@@ -99,15 +84,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       assert.deepEqual(await h.iptablesS(e.topo.pod, backend), SEED.filter((l) => l.startsWith('-P ')));
 
       // containerd's RemovePodSandbox: a second DEL with an empty CNI_NETNS and no prevResult.
-      const second = await h.runPlugin(h.DEFAULT_ISTIO_CNI_BIN, {
-        command: 'DEL',
-        stdin: istioStdin(e, undefined),
-        containerId: h.defaultContainerId(e.topo.pod),
-        netns: '',
-        ifName: 'eth0',
-        cniArgs: e.cniArgsFor(WEB),
-        hostNetns: e.topo.node,
-      });
+      const second = await e.runDirect('DEL', WEB, { netns: '' });
       assert.equal(second.code, 0, second.stdout);
       assert.equal(second.stdout, '');
     });

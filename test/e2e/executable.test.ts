@@ -71,15 +71,7 @@ describe('the executable', () => {
     const notNetns = join(e.conf.confDir, 'not-a-netns');
     writeFileSync(notNetns, '');
     for (const netns of [e.topo.node.path, notNetns, '/proc/1/ns/net']) {
-      const result = await h.runPlugin(BIN, {
-        command: 'ADD',
-        stdin: { ...e.conf.conflist.plugins[1], name: e.conf.netName, cniVersion: '1.0.0' },
-        containerId: 'c1',
-        netns,
-        ifName: 'eth0',
-        cniArgs: e.cniArgsFor(WEB),
-        hostNetns: e.topo.node,
-      });
+      const result = await e.runDirect('ADD', WEB, { netns });
       assert.equal(result.code, 1, netns);
       assertSpecError(result.stdout, 104);
     }

@@ -89,15 +89,7 @@ describe('CNI_NETNS must be a pod\'s network namespace', () => {
         ['relative/netns', /CNI_NETNS/],
       ];
       for (const [netns, why] of refused) {
-        const result = await h.runPlugin(BIN, {
-          command: 'ADD',
-          stdin: { ...e.conf.conflist.plugins[1], name: e.conf.netName, cniVersion: '1.0.0' },
-          containerId: 'c1',
-          netns,
-          ifName: 'eth0',
-          cniArgs: e.cniArgsFor(WEB),
-          hostNetns: e.topo.node,
-        });
+        const result = await e.runDirect('ADD', WEB, { netns });
         const { problems, error } = specErrorProblems(result);
         assert.deepEqual(problems, [], netns);
         assert.ok(error!.code === 104 || error!.code === 4, `${netns}: ${result.stdout}`);

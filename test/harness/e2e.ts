@@ -2,7 +2,7 @@
 // fake apiserver reachable from the node netns, a kubeconfig, a conflist, a CNI_PATH and a
 // runner that sends CNI_ARGS the way containerd does.
 import { existsSync } from 'node:fs';
-import { defaultContainerId, runCni, type CniRunResult, type CniVerb, type RunCniOptions } from './cnitool.ts';
+import { defaultContainerId, runCni, runPlugin, type CniRunResult, type CniVerb, type PluginRunResult, type RunCniOptions, type RunPluginOptions } from './cnitool.ts';
 import { DEFAULT_ISTIO_CNI_BIN, makeCniPath, writeConflist, type ConflistOptions, type WrittenConflist } from './conflist.ts';
 import { startFakeKubeApi, type FakeKubeApi, type KubeconfigOptions, type Pod } from './kube-api.ts';
 import { makeTopology, type Topology } from './netns.ts';
@@ -46,6 +46,13 @@ export interface E2E {
   cniArgsFor(ref: PodRef): Record<string, string>;
   /** runCni(verb) for a pod of this environment (its pod netns unless overridden). */
   run(verb: CniVerb, ref?: PodRef, overrides?: Partial<RunCniOptions>): Promise<CniRunResult>;
+  /** The stdin libcni gives istio-cni in this environment: its conflist entry, name, cniVersion and prevResult. */
+  pluginStdin(prevResult?: unknown): Record<string, unknown>;
+  /**
+   * The plugin alone, without libcni, as libcni would run it for this pod: its stdin, containerd-style
+   * CNI_ARGS, the pod netns and the node netns to run in, unless overridden.
+   */
+  runDirect(command: string, ref: PodRef, overrides?: Partial<RunPluginOptions> & { prevResult?: unknown }): Promise<PluginRunResult>;
 }
 
 export async function makeE2E(opts: E2EOptions = {}): Promise<E2E> {
@@ -86,6 +93,10 @@ export async function makeE2E(opts: E2EOptions = {}): Promise<E2E> {
       K8S_POD_UID: uid,
     };
   };
+  function pluginStdin(prevResult?: unknown): Record<string, unknown> {
+    const entry = conf.conflist.plugins.find((p) => p.type === 'istio-cni');
+    return { ...entry, name: conf.netName, cniVersion: conf.conflist.cniVersion, ...(prevResult === undefined ? {} : { prevResult }) };
+  }
   return {
     topo,
     api,
@@ -100,6 +111,20 @@ export async function makeE2E(opts: E2EOptions = {}): Promise<E2E> {
       if (ref) o.cniArgs = cniArgsFor(ref);
       if (ref?.containerId !== undefined) o.containerId = ref.containerId;
       return runCni(verb, { ...o, ...overrides });
+    },
+    pluginStdin,
+    runDirect(command, ref, { prevResult, ...overrides } = {}) {
+      return runPlugin(pluginBin, {
+        command,
+        stdin: pluginStdin(prevResult),
+        containerId: ref.containerId ?? defaultContainerId(topo.pod),
+        netns: topo.pod,
+        ifName: 'eth0',
+        cniArgs: cniArgsFor(ref),
+        path: cniPath,
+        hostNetns: topo.node,
+        ...overrides,
+      });
     },
   };
 }
