@@ -3,18 +3,16 @@ import type { Family } from '../redirect/cidr.ts';
 import { differences } from '../redirect/restore.ts';
 import { buildRuleSet } from '../redirect/ruleset.ts';
 import type { RedirectSettings } from '../redirect/settings.ts';
-import { execute } from './exec.ts';
+import { executeInNetns } from './exec.ts';
 import { applyRuleSet, readState, removeRuleSet, type Backend } from './iptables.ts';
 
-const NSENTER = '/usr/bin/nsenter';
 const IP = '/usr/sbin/ip';
-const TIMEOUT_MS = 15_000;
 const FAMILIES: readonly Family[] = [4, 6];
 /** Istio's inbound passthrough source for IPv6; lo only has ::1 by default. */
 const IPV6_PASSTHROUGH_ADDRESS = '::6/128';
 
 async function ip(netns: string, args: string[]) {
-  return execute([NSENTER, `--net=${netns}`, IP, ...args], '', TIMEOUT_MS);
+  return executeInNetns(netns, [IP, ...args]);
 }
 
 async function ipOrFail(netns: string, args: string[]): Promise<string> {
@@ -48,17 +46,15 @@ async function removeTproxyRouting(netns: string, family: Family, s: RedirectSet
   await ip(netns, [`-${family}`, 'route', 'flush', 'table', String(s.tproxyRouteTable)]);
 }
 
-const familiesOf = (s: RedirectSettings) => FAMILIES.filter((f) => buildRuleSet(s, f).length > 0);
-
 /**
  * Programs every family the pod needs, each in one restore. When a later family fails, the families
  * already programmed are removed again: the pod ends with all of its rules or none of them.
  */
 export async function applyCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<string> {
-  const families = familiesOf(settings);
+  const needed = FAMILIES.map((family) => ({ family, ruleSet: buildRuleSet(settings, family) })).filter(({ ruleSet }) => ruleSet.length > 0);
   const done: Family[] = [];
   try {
-    for (const family of families) {
+    for (const { family, ruleSet } of needed) {
       if (family === 6) {
         const added = await ip(netns, ['-6', 'addr', 'add', IPV6_PASSTHROUGH_ADDRESS, 'dev', 'lo']);
         if (added.code !== 0 && !/exists|already assigned/i.test(added.stderr)) {
@@ -67,7 +63,7 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
       }
       done.push(family);
       if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
-      await applyRuleSet(netns, backend, buildRuleSet(settings, family), family);
+      await applyRuleSet(netns, backend, ruleSet, family);
     }
   } catch (err) {
     for (const family of done) {
@@ -76,7 +72,7 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
     }
     throw err;
   }
-  return families.map((f) => `ipv${f}`).join('+') || 'none';
+  return needed.map(({ family }) => `ipv${family}`).join('+') || 'none';
 }
 
 /** Removes our rules of both families (and TPROXY's routing when it was in use); true when anything was there. */

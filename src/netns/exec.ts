@@ -50,3 +50,12 @@ export async function execute(argv: readonly string[], input: string, timeoutMs:
     if (running === 0) for (const resolve of whenIdle.splice(0)) resolve();
   });
 }
+
+const NSENTER = '/usr/bin/nsenter';
+/** Bounds one program in a pod netns; the legacy lock wait (10 s) fits inside it. */
+const NETNS_TIMEOUT_MS = 15_000;
+
+/** Runs one program inside the network namespace at `netns`, through nsenter. */
+export function executeInNetns(netns: string, argv: readonly string[], input = ''): Promise<ExecResult> {
+  return execute([NSENTER, `--net=${netns}`, ...argv], input, NETNS_TIMEOUT_MS);
+}

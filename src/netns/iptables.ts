@@ -3,15 +3,13 @@ import { CniError, ErrorCode } from '../cni/errors.ts';
 import { ownedState, parseSave, renderCreate, renderRemoval, renderReplace, type OwnedTable, type SavedState } from '../redirect/restore.ts';
 import type { Family } from '../redirect/cidr.ts';
 import type { RuleSet } from '../redirect/ruleset.ts';
-import { execute } from './exec.ts';
+import { executeInNetns } from './exec.ts';
 
 export type Backend = 'nft' | 'legacy';
 
-const NSENTER = '/usr/bin/nsenter';
 const SBIN = '/usr/sbin';
 /** Waits for the legacy backend's xtables lock when many pods start at once. */
 const LOCK_WAIT_SECONDS = '10';
-const TIMEOUT_MS = 15_000;
 
 /** "auto" follows the node's `iptables` alternative, so the pod's rules use the backend the node uses. */
 export function resolveBackend(choice: Backend | 'auto'): Backend {
@@ -23,17 +21,19 @@ export function resolveBackend(choice: Backend | 'auto'): Backend {
   }
 }
 
+/** `iptables` or `ip6tables`: the tool of an address family, as it is named in messages. */
+const tool = (family: Family) => (family === 6 ? 'ip6tables' : 'iptables');
 /** `iptables-nft`, `ip6tables-legacy`, …: the program prefix for a backend and an address family. */
-const program = (backend: Backend, family: Family) => `${SBIN}/${family === 6 ? 'ip6tables' : 'iptables'}-${backend}`;
+const program = (backend: Backend, family: Family) => `${SBIN}/${tool(family)}-${backend}`;
 
 async function restore(netns: string, backend: Backend, family: Family, text: string) {
-  return execute([NSENTER, `--net=${netns}`, `${program(backend, family)}-restore`, '--noflush', '--wait', LOCK_WAIT_SECONDS], text, TIMEOUT_MS);
+  return executeInNetns(netns, [`${program(backend, family)}-restore`, '--noflush', '--wait', LOCK_WAIT_SECONDS], text);
 }
 
 export async function readState(netns: string, backend: Backend, family: Family = 4): Promise<SavedState> {
-  const result = await execute([NSENTER, `--net=${netns}`, `${program(backend, family)}-save`], '', TIMEOUT_MS);
+  const result = await executeInNetns(netns, [`${program(backend, family)}-save`]);
   if (result.code !== 0) {
-    throw new CniError(ErrorCode.IptablesFailed, `${family === 6 ? 'ip6tables' : 'iptables'}-save failed`, `${netns}: ${result.stderr.trim()}`);
+    throw new CniError(ErrorCode.IptablesFailed, `${tool(family)}-save failed`, `${netns}: ${result.stderr.trim()}`);
   }
   return parseSave(result.stdout);
 }
@@ -41,7 +41,7 @@ export async function readState(netns: string, backend: Backend, family: Family 
 async function restoreOrFail(netns: string, backend: Backend, family: Family, text: string): Promise<void> {
   const result = await restore(netns, backend, family, text);
   if (result.code !== 0) {
-    throw new CniError(ErrorCode.IptablesFailed, `${family === 6 ? 'ip6tables' : 'iptables'}-restore failed`, `${netns}: ${result.stderr.trim()}`);
+    throw new CniError(ErrorCode.IptablesFailed, `${tool(family)}-restore failed`, `${netns}: ${result.stderr.trim()}`);
   }
 }
 
@@ -55,7 +55,7 @@ export async function applyRuleSet(netns: string, backend: Backend, ruleSet: Rul
   if (fresh.code === 0) return 'created';
   const saved = await readState(netns, backend, family);
   if (renderRemoval(saved) === '') {
-    throw new CniError(ErrorCode.IptablesFailed, `${family === 6 ? 'ip6tables' : 'iptables'}-restore failed`, `${netns}: ${fresh.stderr.trim()}`);
+    throw new CniError(ErrorCode.IptablesFailed, `${tool(family)}-restore failed`, `${netns}: ${fresh.stderr.trim()}`);
   }
   await restoreOrFail(netns, backend, family, renderReplace(ruleSet, saved));
   return 'replaced';
