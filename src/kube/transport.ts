@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
+import { statusMessage } from './retry.ts';
 import { trustedCas } from './trust.ts';
 
 export interface ApiRequest {
@@ -76,13 +77,7 @@ export async function readText(res: IncomingMessage): Promise<string> {
 
 /** A non-2xx response as an ApiStatusError carrying the API server's Status message. */
 export async function statusError(res: IncomingMessage): Promise<ApiStatusError> {
-  const text = await readText(res).catch(() => '');
-  let message = '';
-  try {
-    const parsed = (JSON.parse(text) as { message?: unknown }).message;
-    if (typeof parsed === 'string') message = parsed;
-  } catch {
-    // not a Status object: the HTTP status alone says it
-  }
+  // A body that is not a Status object leaves the HTTP status alone to say it.
+  const message = statusMessage(await readText(res).catch(() => ''));
   return new ApiStatusError(res.statusCode ?? 0, `HTTP ${res.statusCode}${message === '' ? '' : ` ${message}`}`);
 }
