@@ -37,11 +37,14 @@ function portList(source: string, value: string): number[] {
 
 /**
  * excludeInboundPorts: Istio trims the value, appends the proxy's own ports and drops repeated items,
- * comparing them as written (`80,80` is one rule, `80, 80` two).
+ * comparing them as written (`80,80` is one rule, `80, 80` two). They are applied only when every
+ * inbound port is captured: `*`, which Istio lets through and iptables then refuses, is refused there
+ * and nowhere else.
  */
-function inboundExclusions(source: string, value: string | undefined, nodePorts: readonly number[]): number[] {
+function inboundExclusions(source: string, value: string | undefined, nodePorts: readonly number[], applied: boolean): number[] {
   const trimmed = (value ?? '').replace(GO_SPACE, '');
-  const written = trimmed === '' ? [] : trimmed.split(',');
+  if (value === '*' && applied) throw invalid(source, value, 'excluding every port excludes nothing: list ports');
+  const written = trimmed === '' || value === '*' ? [] : trimmed.split(',');
   const distinct = [...new Set([...written, ...PROXY_INBOUND_PORTS])];
   return union(distinct.map((item) => portItem(source, value ?? '', item)), nodePorts);
 }
@@ -85,6 +88,7 @@ export function istioCurrentSettings({ annotations, proxy, podIps, defaults }: P
     return value === undefined ? absent : parse(ANNOTATIONS[key], value);
   };
   const includeRanges = read('includeOutboundIpRanges', (s, v) => (v === '*' ? '*' : cidrList(s, v)), '*');
+  const includeInbound = read('includeInboundPorts', (s, v) => (v === '*' ? '*' : portList(s, v)), '*');
   // The newer annotation wins; the KubeVirt one is not even read when it is there.
   const reroute = annotations[ANNOTATIONS.rerouteVirtualInterfaces] !== undefined ? 'rerouteVirtualInterfaces' : 'kubevirtInterfaces';
   return {
@@ -96,8 +100,8 @@ export function istioCurrentSettings({ annotations, proxy, podIps, defaults }: P
     inboundPort: defaults.inbound_port,
     outboundPort: defaults.outbound_port,
     tunnelPort: defaults.tunnel_port,
-    includeInboundPorts: read('includeInboundPorts', (s, v) => (v === '*' ? '*' : portList(s, v)), '*'),
-    excludeInboundPorts: inboundExclusions(ANNOTATIONS.excludeInboundPorts, annotations[ANNOTATIONS.excludeInboundPorts], defaults.exclude_inbound_ports),
+    includeInboundPorts: includeInbound,
+    excludeInboundPorts: inboundExclusions(ANNOTATIONS.excludeInboundPorts, annotations[ANNOTATIONS.excludeInboundPorts], defaults.exclude_inbound_ports, includeInbound === '*'),
     includeOutboundIpRanges: includeRanges,
     excludeOutboundIpRanges: [...read('excludeOutboundIpRanges', cidrList, []), ...defaults.exclude_outbound_ip_ranges],
     includesLoopback: includeRanges !== '*' && includeRanges.some((cidr) => cidr.loopback),
