@@ -65,15 +65,20 @@ describe('the capture decision, ours and Istio\'s istio-cni plugin', () => {
     istioPath = h.makeCniPath({ pluginBin: istio.istioCni });
   });
 
-  /** ADD through the chain with one plugin or the other, whether the pod netns then holds our chains, then clean up. */
+  /**
+   * ADD through the chain with one plugin or the other and whether the pod netns then holds Istio's
+   * chains, on either backend (Istio's plugin picks legacy once legacy tables exist), then clean up:
+   * Istio's DEL leaves the netns alone (the runtime deletes it), ours takes both plugins' rules out.
+   */
   async function captured(pod: h.Pod | undefined, cniPath: string): Promise<boolean> {
     const ref = pod ? { pod: pod.metadata.name, namespace: pod.metadata.namespace } : undefined;
     const add = await e.run('add', ref, { cniPath });
     assert.equal(add.code, 0, `${add.stdout}\n${add.stderr}`);
-    const redirected = (await h.iptablesS(e.topo.pod, 'nft')).some((l) => l.includes('ISTIO_'));
-    // Istio's DEL leaves the netns alone (the runtime deletes it); ours takes both plugins' rules out.
+    const rules = [...(await h.iptablesS(e.topo.pod, 'nft')), ...(await h.iptablesS(e.topo.pod, 'legacy'))];
     assert.equal((await e.run('del', ref, { cniPath: e.cniPath })).code, 0);
-    return redirected;
+    const legacyDel = await h.runPlugin(h.DEFAULT_ISTIO_CNI_BIN, { command: 'DEL', stdin: { ...e.pluginStdin(), iptables_backend: 'legacy' }, containerId: 'c', netns: e.topo.pod, ifName: 'eth0', hostNetns: e.topo.node });
+    assert.equal(legacyDel.code, 0, legacyDel.stdout);
+    return rules.some((l) => l.includes('ISTIO_'));
   }
 
   for (const [name, pod] of CASES) {

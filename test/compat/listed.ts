@@ -98,7 +98,38 @@ export interface DecisionDifference {
   why: string;
 }
 
-export const DECISION_DIFFERENCES: DecisionDifference[] = [];
+export const DECISION_DIFFERENCES: DecisionDifference[] = [
+  {
+    case: 'inject-annotation-no',
+    ours: 'pass',
+    istio: 'capture',
+    why: '`sidecar.istio.io/inject: no`: we read the seed-era injector\'s words (`n`, `no`, `off`, `false`, `0`, any case) as "not injected"; Istio\'s plugin reads the value with Go\'s ParseBool, which does not know `no`, and captures a pod that carries the status annotation anyway.',
+  },
+  {
+    case: 'inject-annotation-F',
+    ours: 'capture',
+    istio: 'pass',
+    why: '`sidecar.istio.io/inject: F`: ParseBool reads `f`/`F` as false; our word list does not have it (current Istio\'s injector itself takes only `true` and `false`).',
+  },
+  {
+    case: 'disable-envoy-1',
+    ours: 'capture',
+    istio: 'pass',
+    why: '`DISABLE_ENVOY=1` on istio-proxy: Istio reads it with ParseBool (`1`, `t`, `TRUE`, …); we take only `true` in any case. Not yet aligned (both profiles decide alike).',
+  },
+  {
+    case: 'gateway-proxy-router',
+    ours: 'capture',
+    istio: 'pass',
+    why: 'An istio-proxy running `proxy router` (an injected gateway): Istio\'s plugin leaves the pod alone; we capture it when it carries the status annotation. Not yet aligned (both profiles decide alike): a gateway injected with a status annotation is captured.',
+  },
+  {
+    case: 'istio-proxy-plain-init-container',
+    ours: 'pass',
+    istio: 'capture',
+    why: 'istio-proxy as an init container without `restartPolicy: Always`: Istio\'s plugin counts any container of that name; we count an init container only as a native sidecar, since a plain one ends before the app starts.',
+  },
+];
 
 const cell = (text: string) => text.replaceAll('|', '\\|');
 
