@@ -17,6 +17,8 @@ function summary(report: CompatReport): string {
     out += `  ${profile}: compared nft ${t.compared.nft} (identical ${t.identical.nft}), legacy ${t.compared.legacy} (identical ${t.identical.legacy}); both refused ${t.bothRefused}; unlisted ${t.unlisted.length}\n`;
     for (const [id, n] of [...t.listed].sort((a, b) => b[1] - a[1])) out += `    listed ${id}: ${n}\n`;
   }
+  const p = report.pilotAgent;
+  out += `  istio-current with node settings vs pilot-agent istio-iptables: nft ${p.identical.nft}, legacy ${p.identical.legacy} identical; ${p.unlisted.length} different\n`;
   return out;
 }
 
@@ -32,7 +34,7 @@ try {
     },
   });
   process.stdout.write(summary(report));
-  for (const [profile, t] of report.profiles) {
+  for (const [profile, t] of [...report.profiles, ['pilot-agent', report.pilotAgent] as const]) {
     for (const problem of t.unlisted.slice(0, 10)) process.stdout.write(`UNLISTED (${profile}): ${problem}\n`);
     failed ||= t.unlisted.length > 0;
   }

@@ -4,9 +4,9 @@
  * pods in `npm test`) and scripts/compat.ts (`npm run compat`, >= 2,000).
  */
 import fc from 'fast-check';
-import { differences, runCase, startCompat, type Backend, type CaseResult, type CompatEnv, type Profile } from './differential.ts';
+import { differences, runCase, runPilotAgentCase, startCompat, type Backend, type CaseResult, type CompatEnv, type NodeCapture, type Profile } from './differential.ts';
 import { listedRuleDifference, REFUSALS, SEED_IPV6_ONLY_OURS } from './listed.ts';
-import { generatedPod, type GeneratedPod } from './pods.ts';
+import { generatedPod, nodeCapture, type GeneratedPod } from './pods.ts';
 
 export interface CompatOptions {
   /** Generated pods; each runs on one backend (alternating), through Istio once and through each profile of ours. */
@@ -34,6 +34,8 @@ export interface CompatReport {
   runs: number;
   ms: number;
   profiles: Map<Profile, ProfileTally>;
+  /** istio-current with node-wide capture settings against `pilot-agent istio-iptables` given the same as flags. */
+  pilotAgent: ProfileTally;
 }
 
 const tally = (): ProfileTally => ({ compared: { nft: 0, legacy: 0 }, identical: { nft: 0, legacy: 0 }, bothRefused: 0, listed: new Map(), unlisted: [] });
@@ -81,16 +83,27 @@ export function judge(r: CaseResult, t: ProfileTally): void {
   }
 }
 
-async function oneCase(env: CompatEnv, pod: GeneratedPod, index: number, profiles: Profile[], report: CompatReport): Promise<void> {
+async function oneCase(env: CompatEnv, [pod, capture]: [GeneratedPod, NodeCapture], index: number, profiles: Profile[], report: CompatReport): Promise<void> {
   const backend: Backend = index % 2 === 0 ? 'nft' : 'legacy';
   for (const result of await runCase(env, pod, profiles, backend)) judge(result, report.profiles.get(result.profile)!);
+  const withFlags = await runPilotAgentCase(env, pod, capture, backend);
+  if (withFlags === undefined) return;
+  const t = report.pilotAgent;
+  const found = differences(withFlags.ours.state, withFlags.istio.state);
+  if (!withFlags.ours.accepted || !withFlags.istio.accepted || found.length > 0) {
+    const what = withFlags.ours.accepted && withFlags.istio.accepted ? found.map((d) => `${d.where} ${d.kind}: ${d.line}`).join('\n  ') : `ours: ${withFlags.ours.error || 'accepted'}; pilot-agent: ${withFlags.istio.error || 'accepted'}`;
+    t.unlisted.push(`pilot-agent istio-iptables ${withFlags.flags.join(' ')}\n  ${what}\n  ${JSON.stringify({ capture, pod })}\n--- its dry run\n${withFlags.dryRun ?? ''}`);
+    return;
+  }
+  t.compared[backend] += 1;
+  t.identical[backend] += 1;
 }
 
 export async function runCompat(opts: CompatOptions): Promise<CompatReport> {
   const seed = opts.seed ?? Date.now() % 2 ** 31;
-  const pods = fc.sample(generatedPod, { seed, numRuns: opts.runs });
+  const pods = fc.sample(fc.tuple(generatedPod, nodeCapture), { seed, numRuns: opts.runs });
   const env = await startCompat();
-  const report: CompatReport = { seed, runs: 0, ms: 0, profiles: new Map(opts.profiles.map((p) => [p, tally()])) };
+  const report: CompatReport = { seed, runs: 0, ms: 0, profiles: new Map(opts.profiles.map((p) => [p, tally()])), pilotAgent: tally() };
   const started = Date.now();
   let next = 0;
   const worker = async () => {

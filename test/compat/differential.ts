@@ -9,6 +9,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as h from '../harness/index.ts';
 import { istioPrograms, type IstioPrograms } from '../harness/istio.ts';
+import { captureSettingsFor } from '../../src/redirect/profile.ts';
+import { CaptureDefaults, type RedirectSettings } from '../../src/redirect/settings.ts';
 import type { Addresses, GeneratedPod } from './pods.ts';
 
 export type Backend = 'nft' | 'legacy';
@@ -180,6 +182,101 @@ export async function runCase(env: CompatEnv, pod: GeneratedPod, profiles: Profi
   } finally {
     env.api.deletePod(NAMESPACE, name);
     await Promise.all([istioNs, ...oursNs].map((ns) => h.deleteNetns(ns)));
+  }
+}
+
+/** The node-wide `capture` settings of our conflist entry, which Istio's CNI plugin has no room for. */
+export interface NodeCapture {
+  inbound_port: number;
+  outbound_port: number;
+  tunnel_port: number;
+  proxy_uid: number;
+  proxy_gid: number;
+  exclude_inbound_ports: number[];
+  exclude_outbound_ports: number[];
+  exclude_outbound_ip_ranges: string[];
+}
+
+/**
+ * istio-iptables' own flags for the settings our ADD derived from the pod and the node settings:
+ * what `pilot-agent istio-iptables` (the istio-init / istio-validation command) takes.
+ */
+export function istioIptablesFlags(s: RedirectSettings, includeRangesWritten: string | undefined, dualStack: boolean): string[] {
+  const list = (items: readonly (number | string)[]) => items.join(',');
+  const ranges = (r: RedirectSettings['excludeOutboundIpRanges']) => list(r.map((c) => c.text));
+  return [
+    ...['-p', String(s.outboundPort), '-z', String(s.inboundPort), '-e', String(s.tunnelPort), '-u', String(s.proxyUid), '-g', String(s.proxyGid)],
+    ...['-m', s.interceptionMode, '-b', s.includeInboundPorts === '*' ? '*' : list(s.includeInboundPorts), '-d', list(s.excludeInboundPorts)],
+    // As written: Istio tells a loopback range by its address before masking.
+    ...['-i', includeRangesWritten ?? (s.includeOutboundIpRanges === '*' ? '*' : ranges(s.includeOutboundIpRanges)), '-x', ranges(s.excludeOutboundIpRanges)],
+    ...['-q', list(s.includeOutboundPorts), '-o', list(s.excludeOutboundPorts), '-k', list(s.rerouteInterfaces), '-c', list(s.excludeInterfaces)],
+    ...(s.dnsCapture ? ['--redirect-dns', '--capture-all-dns'] : []),
+    ...(s.dropInvalid ? ['--drop-invalid'] : []),
+    ...(dualStack ? ['--dual-stack'] : []),
+  ];
+}
+
+export interface PilotAgentCase {
+  pod: GeneratedPod;
+  capture: NodeCapture;
+  backend: Backend;
+  flags: string[];
+  ours: Side;
+  istio: Side;
+  /** When the netns differ: pilot-agent's --dry-run output for the same flags, the restore input it applied. */
+  dryRun?: string;
+}
+
+/**
+ * One pod with node-wide capture settings: our ADD (istio-current) in one netns, `pilot-agent
+ * istio-iptables` with the equivalent flags in another (run in that netns, as istio-init runs in the
+ * pod). Undefined when our ADD refuses the pod (the plugin comparison covers refusals).
+ */
+export async function runPilotAgentCase(env: CompatEnv, pod: GeneratedPod, capture: NodeCapture, backend: Backend): Promise<PilotAgentCase | undefined> {
+  let settings: RedirectSettings;
+  try {
+    settings = captureSettingsFor({ annotations: pod.annotations, proxy: { env: pod.env, securityContext: { runAsUser: pod.runAsUser, runAsGroup: pod.runAsGroup } }, podIps: families(pod.addresses).map((f) => ADDRESS[f]), defaults: CaptureDefaults.parse(capture) }, 'istio-current');
+  } catch {
+    return undefined;
+  }
+  if (settings.interceptionMode === 'NONE') return undefined;
+  const name = `cmp-${process.pid}-${++podCounter}`;
+  env.api.setPod(podManifest(name, pod));
+  const [oursNs, istioNs] = await Promise.all([podNetns(pod.addresses, backend), podNetns(pod.addresses, backend)]);
+  const flags = [...istioIptablesFlags(settings, pod.annotations['traffic.sidecar.istio.io/includeOutboundIPRanges'], pod.addresses === 'dual' && settings.ipv6), `--force-iptables-binary=${backend}`];
+  try {
+    const ours = h.runPlugin(env.ourBin, {
+      command: 'ADD',
+      stdin: {
+        cniVersion: '1.0.0',
+        name: 'compat',
+        type: 'istio-cni',
+        kubernetes: { kubeconfig: env.ourKubeconfig },
+        exclude_namespaces: [],
+        log_file: env.logFile,
+        iptables_backend: backend,
+        rules_profile: 'istio-current',
+        capture,
+        prevResult: { cniVersion: '1.0.0', ips: families(pod.addresses).map((family) => ({ address: ADDRESS[family] })) },
+      },
+      containerId: `c-${name}`,
+      netns: oursNs,
+      ifName: 'eth0',
+      path: h.DEBIAN_CNI_DIR,
+      cniArgs: { K8S_POD_NAMESPACE: NAMESPACE, K8S_POD_NAME: name },
+    });
+    const istio = h.run(h.nsenterArgv(istioNs, [env.istio.pilotAgent, 'istio-iptables', ...flags]), { timeoutMs: 60_000 });
+    const [o, i] = await Promise.all([ours, istio]);
+    const side = async (run: h.RunResult, ns: h.Netns): Promise<Side> => ({ accepted: run.code === 0, error: run.code === 0 ? '' : `${run.stdout}${run.stderr}`.trim().split('\n').slice(-3).join(' '), state: await readState(ns, backend) });
+    const result: PilotAgentCase = { pod, capture, backend, flags, ours: await side(o, oursNs), istio: await side(i, istioNs) };
+    if (differences(result.ours.state, result.istio.state).length > 0) {
+      const dry = await h.run(h.nsenterArgv(istioNs, [env.istio.pilotAgent, 'istio-iptables', '--dry-run', ...flags]));
+      result.dryRun = dry.stdout.split('\n').filter((l) => /^(\* |-[ANI] |COMMIT)/.test(l)).join('\n');
+    }
+    return result;
+  } finally {
+    env.api.deletePod(NAMESPACE, name);
+    await Promise.all([oursNs, istioNs].map((ns) => h.deleteNetns(ns)));
   }
 }
 

@@ -6,6 +6,7 @@
  * carry a tag; the listed differences (listed.ts) name the tags they explain.
  */
 import fc from 'fast-check';
+import type { NodeCapture } from './differential.ts';
 
 export type Tag =
   /** A port written as 0: Istio passes it to iptables (a rule that matches nothing), we refuse it. */
@@ -232,3 +233,15 @@ function refusedByIstio(list: string): boolean {
   if (list === '') return false;
   return list.split(',').some((item) => !/^[A-Za-z][A-Za-z0-9_.-]{0,14}$/.test(item.trim()));
 }
+
+/** Node-wide `capture` settings of our conflist entry: Istio's defaults or others. */
+export const nodeCapture: fc.Arbitrary<NodeCapture> = fc.record({
+  inbound_port: fc.oneof(fc.constant(15006), portNumber),
+  outbound_port: fc.oneof(fc.constant(15001), portNumber),
+  tunnel_port: fc.oneof(fc.constant(15008), portNumber),
+  proxy_uid: fc.oneof(fc.constant(1337), fc.integer({ min: 1, max: 65_000 })),
+  proxy_gid: fc.oneof(fc.constant(1337), fc.integer({ min: 1, max: 65_000 })),
+  exclude_inbound_ports: fc.oneof(fc.constant<number[]>([15020]), fc.constant<number[]>([]), fc.array(portNumber, { maxLength: 3 })),
+  exclude_outbound_ports: fc.array(portNumber, { maxLength: 2 }),
+  exclude_outbound_ip_ranges: fc.array(fc.oneof(v4Cidr, v6Cidr), { maxLength: 2 }),
+});
