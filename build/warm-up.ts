@@ -17,7 +17,7 @@ import { parseKubeconfig } from '../src/kube/kubeconfig.ts';
 import { Pod } from '../src/kube/pod.ts';
 import { differences, parseSave, renderCreate, renderRemoval, renderReplace, ruleLine } from '../src/redirect/restore.ts';
 import { buildRuleSet, type RuleSet } from '../src/redirect/ruleset.ts';
-import { settingsFromPod } from '../src/redirect/settings-from-pod.ts';
+import { captureSettingsFor } from '../src/redirect/profile.ts';
 
 /** The example conflist's entry as libcni hands it over, with ptp's result and containerd's annotations. */
 const NETWORK_CONFIG = {
@@ -136,11 +136,14 @@ export function warmUp(): void {
   check(decision.redirect, 'pod sample must be captured');
   if (!decision.redirect) return;
 
-  const settings = settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: addressesOf(config.prevResult), defaults: config.capture });
-  const ruleSet = buildRuleSet(settings, 4);
-  renderCreate(ruleSet);
-  const saved = parseSave(saveText(ruleSet));
-  check(differences(ruleSet, saved).length === 0, 'saved rules must match');
-  renderReplace(ruleSet, saved);
-  check(renderRemoval(saved) !== '', 'saved rules must be ours');
+  const input = { annotations: decision.annotations, proxy: decision.proxy, podIps: addressesOf(config.prevResult), defaults: config.capture };
+  // Both profiles: a node may run either.
+  for (const profile of ['seed', 'istio-current'] as const) {
+    const ruleSet = buildRuleSet(captureSettingsFor(input, profile), 4);
+    renderCreate(ruleSet);
+    const saved = parseSave(saveText(ruleSet));
+    check(differences(ruleSet, saved).length === 0, 'saved rules must match');
+    renderReplace(ruleSet, saved);
+    check(renderRemoval(saved) !== '', 'saved rules must be ours');
+  }
 }
