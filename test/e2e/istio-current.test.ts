@@ -108,3 +108,25 @@ for (const backend of ['nft', 'legacy'] as const) {
     });
   });
 }
+
+describe('rules_profile auto', () => {
+  it('gives each pod the profile of its proxy version: the seed rules to a 1.4 proxy, current Istio\'s to a newer one', async () => {
+    const withImage = (name: string, image: string) => {
+      const pod = h.injectedPod(name, WEB.namespace);
+      (pod.spec as { containers: { name: string; image: string }[] }).containers.find((c) => c.name === 'istio-proxy')!.image = image;
+      return pod;
+    };
+    const pods = [withImage('old-0', 'docker.io/istio/proxyv2:1.4.3'), withImage('new-0', 'docker.io/istio/proxyv2:1.22.3')];
+    const e = await h.makeE2E({ tag: 'cur-auto', pods, conflist: { iptablesBackend: 'nft', istio: { rules_profile: 'auto' } } });
+    const inbound = async (pod: string) => {
+      const ref = { pod, namespace: WEB.namespace };
+      assert.equal((await e.run('add', ref)).code, 0);
+      assert.equal((await e.run('check', ref)).code, 0);
+      const rules = (await h.iptablesS(e.topo.pod, 'nft')).filter((l) => l.startsWith('-A ISTIO_INBOUND '));
+      assert.equal((await e.run('del', ref)).code, 0);
+      return rules;
+    };
+    assert.equal((await inbound('old-0'))[0], '-A ISTIO_INBOUND -p tcp -m tcp --dport 22 -j RETURN');
+    assert.equal((await inbound('new-0'))[0], '-A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN');
+  });
+});
