@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { PluginConfig } from '../cni/config.ts';
+import { PluginConfig, POD_ANNOTATIONS_CAPABILITY } from '../cni/config.ts';
 
 const AbsolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
 const FileName = z.string().regex(/^[^/\0]+$/, 'must be a file name without "/"').refine((n) => n !== '.' && n !== '..', 'must be a file name');
@@ -10,8 +10,11 @@ const Flag = z
 /** Where `__KUBECONFIG_FILEPATH__` in CNI_NETWORK_CONFIG is replaced by the kubeconfig's host path. */
 export const KUBECONFIG_PLACEHOLDER = '__KUBECONFIG_FILEPATH__';
 
+/** The example conflist's entry: with the capability, containerd hands over the pod's annotations,
+ * so a pod without a sidecar is passed with no API request. */
 const DEFAULT_ENTRY = JSON.stringify({
   type: 'istio-cni',
+  capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true },
   log_level: 'info',
   kubernetes: { kubeconfig: KUBECONFIG_PLACEHOLDER, cni_bin_dir: '/opt/cni/bin', exclude_namespaces: ['kube-system'] },
 });
