@@ -4,8 +4,14 @@ import { encode, MAX_LINE_BYTES, PodAnswer, PROTOCOL_VERSION } from './protocol.
 /** The pod from the node-local cache, or why not (the plugin then asks the API server). */
 export type CacheLookup = { pod: Pod } | { miss: string };
 
-/** Time kept back from the plugin's deadline for the server's "not found" to arrive before the plugin gives up. */
-const ANSWER_MARGIN_MS = 50;
+/**
+ * Of the plugin's deadline, what the server may spend waiting for its watch: a quarter (at least
+ * 50 ms) is kept back for the connection and the server's "not found" to arrive before the plugin
+ * gives up, so that the log says why (50 ms alone was too little on a loaded 2-core machine).
+ */
+function serverWaitMs(timeoutMs: number): number {
+  return Math.max(0, timeoutMs - Math.max(50, Math.round(timeoutMs / 4)));
+}
 
 /**
  * Asks `istio-cni install`'s pod cache on this node for the sandbox's pod. Never throws: a missing
@@ -14,7 +20,7 @@ const ANSWER_MARGIN_MS = 50;
  */
 export async function askPodCache(socketPath: string, pod: { namespace: string; name: string; uid: string }, timeoutMs: number): Promise<CacheLookup> {
   const { connect } = await import('node:net');
-  const query = encode({ v: PROTOCOL_VERSION, kind: 'pod', ...pod, waitMs: Math.max(0, timeoutMs - ANSWER_MARGIN_MS) });
+  const query = encode({ v: PROTOCOL_VERSION, kind: 'pod', ...pod, waitMs: serverWaitMs(timeoutMs) });
   return new Promise((resolve) => {
     const socket = connect({ path: socketPath });
     let received = '';
