@@ -66,6 +66,7 @@ function serveConnection(socket: Socket, store: PodStore, log: Logger): void {
   let pending = '';
   let answering: Promise<void> = Promise.resolve();
   const refuse = (message: string) => {
+    socket.removeAllListeners('data');
     socket.end(encode({ v: PROTOCOL_VERSION, kind: 'error', message } satisfies ErrorAnswer));
     log.warn({ reason: message }, 'pod cache: refused a request');
   };
