@@ -17,6 +17,8 @@ const IPTABLES_RESTORE = '/usr/sbin/iptables-nft-restore';
 /** containerd passes the pod's annotations under this runtimeConfig key when the plugin declares it. */
 export const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
 const CNI_VERSION = '1.0.0';
+/** The pod's address in prevResult, also put on eth0 in each pod netns. */
+export const POD_ADDRESS = '10.200.0.5/24';
 
 export type Verb = 'ADD' | 'CHECK' | 'DEL';
 
@@ -97,7 +99,7 @@ function prevResult(netns: Netns): JsonObject {
       { name: 'veth0bench', mac: '0a:58:0a:c8:00:01' },
       { name: 'eth0', mac: '0a:58:0a:c8:00:05', sandbox: netns.path },
     ],
-    ips: [{ address: '10.200.0.5/24', gateway: '10.200.0.1', interface: 1 }],
+    ips: [{ address: POD_ADDRESS, gateway: '10.200.0.1', interface: 1 }],
     routes: [{ dst: '0.0.0.0/0' }],
     dns: {},
   };
