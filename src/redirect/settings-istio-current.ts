@@ -16,6 +16,8 @@ const PROXY_INBOUND_PORTS = ['15020', '15021', '15090'];
 const STATUS_PORT = 15020;
 const DUAL_STACK_ENV = 'ISTIO_DUAL_STACK';
 const INVALID_DROP_ENV = 'INVALID_DROP';
+/** The istio-proxy variables this profile reads besides the seed's. */
+export const ISTIO_CURRENT_ENV = [DUAL_STACK_ENV, INVALID_DROP_ENV] as const;
 
 /** One list item: blanks around it are fine (iptables splits words on them), anything else is not. */
 const PORT_ITEM = /^[ \t]*(0|[1-9][0-9]{0,4})[ \t]*$/;
