@@ -130,3 +130,17 @@ describe('rules_profile auto', () => {
     assert.equal((await inbound('new-0'))[0], '-A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN');
   });
 });
+
+describe('istio-cni explain --profile', () => {
+  it('prints the rules of the profile named, and refuses a profile that does not exist', async () => {
+    const manifest = new URL('../fixtures/explain-pod.yaml', import.meta.url).pathname;
+    const current = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--profile', 'istio-current']);
+    assert.equal(current.code, 0, current.stderr);
+    assert.match(current.stdout, /^-A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN\n-A ISTIO_INBOUND -p tcp -m tcp --dport 9080 -j ISTIO_IN_REDIRECT$/m);
+    const seed = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'explain', '--profile', 'seed', manifest]);
+    assert.doesNotMatch(seed.stdout, /15008/);
+    const bogus = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--profile', 'current']);
+    assert.equal(bogus.code, 2);
+    assert.match(bogus.stderr, /--profile seed\|istio-current\|auto/);
+  });
+});
