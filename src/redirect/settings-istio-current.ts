@@ -45,7 +45,7 @@ function portList(source: string, value: string): number[] {
  */
 function inboundExclusions(source: string, value: string | undefined, nodePorts: readonly number[], applied: boolean): number[] {
   const trimmed = (value ?? '').replace(GO_SPACE, '');
-  if (value === '*' && applied) throw invalid(source, value, 'excluding every port excludes nothing: list ports');
+  if (value === '*' && applied) throw invalid(source, value, '"*" is no port: list the ports to leave alone');
   const written = trimmed === '' || value === '*' ? [] : trimmed.split(',');
   const distinct = [...new Set([...written, ...PROXY_INBOUND_PORTS])];
   return union(distinct.map((item) => portItem(source, value ?? '', item)), nodePorts);

@@ -25,7 +25,15 @@ const MODE_NONE: Refusal = {
 };
 
 export const REFUSALS: Record<Profile, Partial<Record<Tag, Refusal>>> = {
-  'istio-current': { 'port-zero': PORT_ZERO, 'port-leading-zero': LEADING_ZERO, 'mode-none': MODE_NONE },
+  'istio-current': {
+    'port-zero': PORT_ZERO,
+    'port-leading-zero': LEADING_ZERO,
+    'mode-none': MODE_NONE,
+    'exotic-whitespace': {
+      refusedBy: 'ours',
+      why: 'A list item with a vertical tab, form feed or carriage return before it (`\\v80`): Istio trims them when it checks the value but hands the item to iptables as written, which skips them before a port (and keeps them in an interface name). We take blanks and tabs only, as iptables splits words on them.',
+    },
+  },
   seed: {
     'port-zero': PORT_ZERO,
     'port-leading-zero': LEADING_ZERO,

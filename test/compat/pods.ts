@@ -13,6 +13,8 @@ export type Tag =
   | 'port-zero'
   /** A port with a leading zero: Istio accepts it and iptables reads it as octal (080 is 64), we refuse it. */
   | 'port-leading-zero'
+  /** A port after a vertical tab, form feed or carriage return: Istio passes it to iptables, which skips them; we refuse it. */
+  | 'exotic-whitespace'
   /** interceptionMode NONE: Istio's plugin refuses it, we program nothing. */
   | 'mode-none'
   /** Blanks around a CIDR or a `*`: the seed profile trims them, Istio refuses. */
@@ -77,6 +79,7 @@ function values(odd: number) {
     { weight: 2, arbitrary: fc.tuple(BLANKS, portNumber, fc.constantFrom('', ' ', '\t')).map(([a, p, b]) => plain(`${a}${p}${b}`)) },
     { weight: odd, arbitrary: fc.constant(tagged('port-zero')('0')) },
     { weight: odd, arbitrary: fc.integer({ min: 1, max: 999 }).map((p) => tagged('port-leading-zero')(`0${p}`)) },
+    { weight: odd, arbitrary: fc.tuple(fc.constantFrom('\v', '\f', '\r'), portNumber).map(([c, p]) => tagged('exotic-whitespace')(`${c}${p}`)) },
     // Refused by both.
     { weight: odd, arbitrary: fc.constantFrom('65536', '-1', '80a', 'http', '', '1-80', '+80', '0x50', '8 0').map(plain) },
   );
