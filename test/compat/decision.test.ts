@@ -35,6 +35,7 @@ const setEnv = (name: string, value: string) => (pod: h.Pod) => void (proxyOf(po
 const CASES: [string, h.Pod | undefined][] = [
   ...[...fixtures].map(([name, pod]): [string, h.Pod] => [name, pod]),
   ['no-k8s-args', undefined],
+  ['inject-annotation-false', variant('injected', 'inject-annotation-false', annotate('sidecar.istio.io/inject', 'false'))],
   ['inject-annotation-no', variant('injected', 'inject-no', annotate('sidecar.istio.io/inject', 'no'))],
   ['inject-annotation-F', variant('injected', 'inject-f', annotate('sidecar.istio.io/inject', 'F'))],
   ['inject-annotation-FALSE', variant('injected', 'inject-false-upper', annotate('sidecar.istio.io/inject', 'FALSE'))],
