@@ -4,7 +4,6 @@ import { get, RequestTimeout } from './http1.ts';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
-import { trustedCas } from './trust.ts';
 
 export type { LookupPolicy };
 
@@ -102,7 +101,7 @@ async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number)
 async function credentials(conn: KubeConnection) {
   const tls = await import('node:tls');
   try {
-    return tls.createSecureContext({ ca: trustedCas(tls, conn.ca), cert: conn.cert, key: conn.key });
+    return tls.createSecureContext({ ca: conn.ca, cert: conn.cert, key: conn.key });
   } catch (err) {
     throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
   }

@@ -13,8 +13,8 @@ import { ourState, specErrorProblems } from '../hostile/oracle.ts';
 after(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
-/** Where build/build.mjs leaves the esbuild bundle that the executable's snapshot is made from. */
-const BUNDLE = join(h.REPO_ROOT, 'dist', '.sea-build', 'istio-cni', 'bundle.cjs');
+/** Where build/build.mjs leaves the esbuild bundle of the plugin that the executable is compiled from. */
+const BUNDLE = join(h.REPO_ROOT, 'dist', '.build', 'istio-cni', 'bundle.cjs');
 const WEB = { pod: 'web-0', namespace: 'default' };
 
 describe('no shell in the shipped code', () => {
