@@ -62,7 +62,8 @@ export interface Containerd {
   removePod(id: string): Promise<void>;
 }
 
-function configToml(dir: string, opts: ContainerdOptions): string {
+/** containerd's config: everything under dir (root, state, sockets, runc state), CRI on the given CNI dirs. */
+export function containerdConfigToml(dir: string, opts: Pick<ContainerdOptions, 'cniBinDir' | 'cniConfDir'>): string {
   const cri = 'plugins."io.containerd.grpc.v1.cri"';
   return `version = 2
 root = "${dir}/root"
@@ -190,7 +191,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const cgroupParent = `/icni-ctd-${process.pid}`;
   const archive = await buildPauseImageArchive(join(dir, 'image'), SANDBOX_IMAGE);
   const config = join(dir, 'config.toml');
-  writeFileSync(config, configToml(dir, opts));
+  writeFileSync(config, containerdConfigToml(dir, opts));
   mkdirSync(join(dir, 'logs'));
   const podUids = new Set<string>();
   registerCleanup(`containerd leftovers in ${dir}`, () => sweepLeftovers(dir, socket, cgroupParent, opts, podUids));
