@@ -7,7 +7,11 @@
 //	                                connection is answered with one JSON line naming this pod, the
 //	                                listener and the connection's original destination (SO_ORIGINAL_DST),
 //	                                also printed on stdout (kubectl logs); 15021 and 15020 answer
-//	                                HTTP 200 so the injected readiness probe passes.
+//	                                HTTP 200 so the injected probes pass. An inbound connection whose
+//	                                original destination is one of those two ports is passed through to
+//	                                it from 127.0.0.6, as Envoy's inbound passthrough does: the seed's
+//	                                rules exclude only 15020 from capture, so the kubelet's probes of
+//	                                15021 arrive on 15006.
 //	standin istio-iptables ... --run-validation ...
 //	                                the istio-validation init container: runs `istio-cni validate`
 //	                                (our dist/istio-cni in the same image) in its place.
@@ -20,6 +24,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -34,6 +39,12 @@ import (
 const soOriginalDst = 80
 
 const istioCni = "/usr/local/bin/istio-cni"
+
+// healthPorts answer HTTP 200 (Istio's readiness port and its merged metrics/app-probe port).
+var healthPorts = []int{15021, 15020}
+
+// passthroughSource is where Envoy's inbound passthrough connects from: ISTIO_OUTPUT lets it go.
+var passthroughSource = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 6)}
 
 // Report is what each listener answers (and logs) for one connection.
 type Report struct {
@@ -94,7 +105,7 @@ func proxy() error {
 		go func() { errs <- serve(ln, port) }()
 	}
 	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	for _, port := range []int{15021, 15020} {
+	for _, port := range healthPorts {
 		srv := &http.Server{Addr: fmt.Sprintf(":%d", port), Handler: health, ReadHeaderTimeout: 5 * time.Second}
 		go func() { errs <- srv.ListenAndServe() }()
 	}
@@ -128,12 +139,39 @@ func serve(ln net.Listener, port int) error {
 			} else {
 				r.OriginalDst = dst
 			}
+			if port == 15006 && isHealthPort(r.OriginalDst) {
+				passThrough(conn, r.OriginalDst)
+				return
+			}
 			line, _ := json.Marshal(r)
 			fmt.Println(string(line))
 			_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			_, _ = conn.Write(append(line, '\n'))
 		}()
 	}
+}
+
+func isHealthPort(hostPort string) bool {
+	_, p, err := net.SplitHostPort(hostPort)
+	port, _ := strconv.Atoi(p)
+	return err == nil && slices.Contains(healthPorts, port)
+}
+
+// passThrough splices conn to dst, connecting from 127.0.0.6.
+func passThrough(conn net.Conn, dst string) {
+	d := net.Dialer{LocalAddr: passthroughSource, Timeout: 5 * time.Second}
+	up, err := d.Dial("tcp", dst)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "standin: passthrough to %s: %v\n", dst, err)
+		return
+	}
+	defer up.Close()
+	go func() {
+		_, _ = io.Copy(up, conn)
+		_ = up.(*net.TCPConn).CloseWrite()
+	}()
+	// Done when the far end has answered and closed; the caller then closes conn.
+	_, _ = io.Copy(conn, up)
 }
 
 // originalDst reads SO_ORIGINAL_DST: a sockaddr_in (IPv4) or sockaddr_in6 (IPv6), port and
