@@ -8,7 +8,7 @@ import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, ren
 import { join } from 'node:path';
 import { WORK_DIR } from './cnitool.ts';
 import { DEFAULT_ISTIO_CNI_BIN, REPO_ROOT } from './conflist.ts';
-import { CTR, SANDBOX_IMAGE } from './containerd.ts';
+import { CTR, SANDBOX_IMAGE, type Snapshotter } from './containerd.ts';
 import { BASE_IMAGE, baseRootfsTarball, makePodman } from './image-build.ts';
 import { buildPauseImageArchive } from './oci-image.ts';
 import { makeTempDir, minimalEnv, runOk } from './proc.ts';
@@ -83,9 +83,9 @@ async function podmanArchives(): Promise<string[]> {
 }
 
 /** Build (or reuse) every image the cluster runs and import them into containerd's k8s.io namespace. */
-export async function importClusterImages(containerdSocket: string, workDir: string): Promise<void> {
+export async function importClusterImages(containerdSocket: string, workDir: string, snapshotter: Snapshotter): Promise<void> {
   const archives = [await buildPauseImageArchive(join(workDir, 'pause'), SANDBOX_IMAGE), ...(await podmanArchives())];
   for (const archive of archives) {
-    await runOk([CTR, '--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', '--snapshotter', 'native', archive], { timeoutMs: 600_000 });
+    await runOk([CTR, '--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', '--snapshotter', snapshotter, archive], { timeoutMs: 600_000 });
   }
 }
