@@ -74,6 +74,12 @@ interface ClusterState {
 }
 
 const API = `https://${NET.nodeIp}:${NET.apiPort}`;
+/**
+ * overlayfs, not the native snapshotter of the other containerd tests: with native every container
+ * is a full copy of its image (~230 MB here, the plugin executable and a Debian base), which made
+ * pod starts slow and left gigabytes for `down` to delete.
+ */
+const SNAPSHOTTER = 'overlayfs';
 const PORTS = [2379, 2380, NET.apiPort, 10248, 10250, 10257, 10259];
 
 // ---------------------------------------------------------------------------------------
@@ -420,6 +426,7 @@ export interface AuditEvent {
   verb: string;
   requestURI: string;
   user: { username: string };
+  userAgent?: string;
   objectRef?: { resource?: string; namespace?: string; name?: string };
   responseStatus?: { code?: number };
 }
@@ -517,13 +524,13 @@ export async function clusterUp(opts: UpOptions = {}): Promise<void> {
   writeFileSync(join(CLUSTER_DIR, 'audit-policy.json'), JSON.stringify(AUDIT_POLICY));
   for (const plugin of ['bridge', 'host-local', 'loopback']) symlinkSync(join(DEBIAN_CNI_DIR, plugin), join(paths.cniBin, plugin));
   writeFileSync(join(paths.cniNet, PRIMARY_CONFLIST), primaryConflist());
-  writeFileSync(join(paths.containerd, 'config.toml'), containerdConfigToml(paths.containerd, { cniBinDir: paths.cniBin, cniConfDir: paths.cniNet }));
+  writeFileSync(join(paths.containerd, 'config.toml'), containerdConfigToml(paths.containerd, { cniBinDir: paths.cniBin, cniConfDir: paths.cniNet }, SNAPSHOTTER));
 
   for (const c of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'containerd'] as const) {
     await startComponent(c);
     step(`${c} ready`);
   }
-  await importClusterImages(paths.containerdSocket, paths.work);
+  await importClusterImages(paths.containerdSocket, paths.work, SNAPSHOTTER);
   step('images imported into containerd');
   await startComponent('kubelet');
   await waitUntil('node Ready', async () => {
@@ -535,7 +542,16 @@ export async function clusterUp(opts: UpOptions = {}): Promise<void> {
   await waitUntil('default ServiceAccount', async () => (await kubectlRun(['get', 'serviceaccount', 'default'])).code === 0, 60_000, 500);
   await installDaemonSet();
   step('istio-cni DaemonSet Ready');
-  log(`cluster: up in ${((Date.now() - started) / 1000).toFixed(1)} s\nexport KUBECONFIG=${paths.adminKubeconfig}`);
+  await publishMeshRootCert('default');
+  log(`cluster: up in ${((Date.now() - started) / 1000).toFixed(1)} s\nexport KUBECONFIG=${paths.adminKubeconfig}\nalias kubectl=${join(bins, 'kubectl')}`);
+}
+
+/**
+ * What istiod would publish in every namespace and injected pods mount: the istio-ca-root-cert
+ * ConfigMap (the cluster's CA stands in for the mesh's root; there is no istiod here).
+ */
+export async function publishMeshRootCert(namespace: string): Promise<void> {
+  await kubectl(['-n', namespace, 'create', 'configmap', 'istio-ca-root-cert', `--from-file=root-cert.pem=${join(paths.pki, 'ca.crt')}`]);
 }
 
 /** `kubectl apply -k cluster/overlay` and wait for the DaemonSet's pod to be Ready. */
@@ -588,9 +604,12 @@ export async function clusterDown(opts: UpOptions = {}): Promise<void> {
     // Shims exit once their containers are gone; wait a moment before sweeping what is left.
     await waitUntil('containerd shims gone', async () => shimPids(paths.containerdSocket).length === 0, 10_000).catch(() => undefined);
     sweepNode({ clusterDir: CLUSTER_DIR, containerdSocket: paths.containerdSocket, runcRoot: join(paths.containerd, 'runc'), sandboxIds });
+    step('leftovers swept');
   }
   restoreHost(state?.host);
+  step('host restored');
   rmSync(CLUSTER_DIR, { recursive: true, force: true });
+  step(`${CLUSTER_DIR} removed`);
   log('cluster: down');
 }
 

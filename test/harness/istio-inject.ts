@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { kitBins, paths } from './cluster.ts';
+import { kitBins, kubectl, paths, publishMeshRootCert } from './cluster.ts';
 import { REPO_ROOT } from './conflist.ts';
 import { minimalEnv, runOk } from './proc.ts';
 
@@ -49,10 +49,18 @@ export async function injectFiles(): Promise<InjectFiles> {
 /** Manifests (Deployments, Pods, ...) as `istioctl kube-inject` returns them, injected in CNI mode. */
 export async function kubeInject(manifests: string): Promise<string> {
   const f = await injectFiles();
-  const r = await runOk([f.istioctl, 'kube-inject', '--injectConfigFile', f.injectConfig, '--valuesFile', f.values, '--meshConfigFile', f.mesh, '-f', '-'], {
+  // An explicit revision: without one, istioctl waits (forever, offline) for a cluster's default revision.
+  const r = await runOk([f.istioctl, 'kube-inject', '--revision', 'default', '--injectConfigFile', f.injectConfig,
+    '--valuesFile', f.values, '--meshConfigFile', f.mesh, '-f', '-'], {
     env: env(),
     input: manifests,
     timeoutMs: 120_000,
   });
   return r.stdout;
+}
+
+/** A namespace for injected pods, with the ConfigMap istiod would publish there (see publishMeshRootCert). */
+export async function makeMeshNamespace(namespace: string): Promise<void> {
+  await kubectl(['create', 'namespace', namespace]);
+  await publishMeshRootCert(namespace);
 }
