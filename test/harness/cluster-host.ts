@@ -37,9 +37,8 @@ export const NET = {
 const SERVICE_CHAIN = 'ICNI-CLUSTER-SERVICES';
 const FORWARD_CHAIN = 'ICNI-CLUSTER-FORWARD';
 
-/** Kernel settings the kubelet (setupKernelTunables) and the bridge plugin (isGateway) change. */
+/** Kernel settings the kubelet changes (setupKernelTunables). */
 export const TOUCHED_SYSCTLS = [
-  'net/ipv4/ip_forward',
   'vm/overcommit_memory',
   'vm/panic_on_oom',
   'kernel/panic',
@@ -68,6 +67,12 @@ export async function prepareHost(): Promise<void> {
   // Anything sent to a service address that is not translated ends on the node's portless
   // bridge (dropped), never on the default route.
   await runOk([IP, 'route', 'add', NET.serviceCidr, 'dev', NET.nodeLink, 'src', NET.nodeIp]);
+  // The pods' bridge with their gateway address, made here rather than by the bridge plugin
+  // (isGateway), which would also turn on IP forwarding for the whole machine: pods reach each
+  // other on the bridge and the node at its gateway address, nothing needs forwarding.
+  await runOk([IP, 'link', 'add', NET.bridge, 'type', 'bridge']);
+  await runOk([IP, 'addr', 'add', `${NET.podGateway}/${NET.podCidr.split('/')[1]}`, 'dev', NET.bridge]);
+  await runOk([IP, 'link', 'set', NET.bridge, 'up']);
 
   // kube-proxy's one job here: the `kubernetes` service, which the installer writes into the
   // plugin's kubeconfig (KUBERNETES_SERVICE_HOST), for processes of the node (the plugin, and the
@@ -76,7 +81,8 @@ export async function prepareHost(): Promise<void> {
   await ipt(['-t', 'nat', '-A', SERVICE_CHAIN, '-d', `${NET.apiServiceIp}/32`, '-p', 'tcp', '--dport', '443',
     '-j', 'DNAT', '--to-destination', `${NET.nodeIp}:${NET.apiPort}`]);
   await ipt(['-t', 'nat', '-I', 'OUTPUT', '-d', NET.serviceCidr, '-j', SERVICE_CHAIN]);
-  // Pods talk to pods and to the node, nothing else: the machine's default route leads off it.
+  // Pods talk to pods and to the node, nothing else, even while another program turns on IP
+  // forwarding: the machine's default route leads off it.
   await ipt(['-t', 'filter', '-N', FORWARD_CHAIN]);
   await ipt(['-t', 'filter', '-A', FORWARD_CHAIN, '-s', NET.podCidr, '-d', NET.podCidr, '-j', 'RETURN']);
   await ipt(['-t', 'filter', '-A', FORWARD_CHAIN, '-s', NET.podCidr, '-j', 'DROP']);
@@ -106,7 +112,7 @@ function bridgePorts(): string[] {
   }
 }
 
-/** Undo prepareHost() and the bridge plugin's bridge (synchronous: also runs from exit handlers). */
+/** Undo prepareHost() (synchronous: also runs from exit handlers). */
 export function restoreHost(before: MachineSnapshot | undefined): void {
   removeChain('nat', 'OUTPUT', SERVICE_CHAIN);
   removeChain('filter', 'FORWARD', FORWARD_CHAIN);

@@ -450,7 +450,8 @@ export function primaryConflist(): string {
     plugins: [{
       type: 'bridge',
       bridge: NET.bridge,
-      isGateway: true,
+      // The bridge and its gateway address are the node's (prepareHost): no IP forwarding needed.
+      isGateway: false,
       ipMasq: false,
       hairpinMode: true,
       ipam: { type: 'host-local', ranges: [[{ subnet: NET.podCidr, gateway: NET.podGateway }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: paths.ipam },
