@@ -110,10 +110,8 @@ function liveExe(pid: number): string | undefined {
 // ---------------------------------------------------------------------------------------
 // Component command lines
 
-const cert = (pki: ClusterPki, name: CertName) => pki.cert(name);
-
 function kubeconfigText(pki: ClusterPki, user: CertName, server = API): string {
-  const { cert: crt, key } = cert(pki, user);
+  const { cert: crt, key } = pki.cert(user);
   return JSON.stringify({
     apiVersion: 'v1',
     kind: 'Config',
@@ -127,7 +125,7 @@ function kubeconfigText(pki: ClusterPki, user: CertName, server = API): string {
 const kubeconfigPath = (who: string) => join(CLUSTER_DIR, `${who}.kubeconfig`);
 
 function kubeletConfig(pki: ClusterPki): object {
-  const serving = cert(pki, 'kubelet-serving');
+  const serving = pki.cert('kubelet-serving');
   return {
     apiVersion: 'kubelet.config.k8s.io/v1beta1',
     kind: 'KubeletConfiguration',
@@ -170,8 +168,8 @@ function commandLine(c: Component, bins: string, pki: ClusterPki): string[] {
         // A throw-away test cluster: no fsync per write (2 shared cores, a busy disk).
         '--unsafe-no-fsync'];
     case 'kube-apiserver': {
-      const serving = cert(pki, 'apiserver');
-      const kubeletClient = cert(pki, 'apiserver-kubelet-client');
+      const serving = pki.cert('apiserver');
+      const kubeletClient = pki.cert('apiserver-kubelet-client');
       return [join(bins, 'kube-apiserver'), '--etcd-servers=http://127.0.0.1:2379',
         `--bind-address=${NET.nodeIp}`, `--advertise-address=${NET.nodeIp}`, `--secure-port=${NET.apiPort}`,
         `--tls-cert-file=${serving.cert}`, `--tls-private-key-file=${serving.key}`, `--client-ca-file=${pki.caCert}`,
@@ -239,7 +237,13 @@ function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
   });
 }
 
-/** Poll `check` until it returns true; throw with the last reason after timeoutMs. */
+/** Thrown by a waitUntil check: stop waiting at once (e.g. the process being waited for died). */
+export class GaveUp extends Error {}
+
+/**
+ * Poll `check` until it returns true; throw with the last reason (a string it returned, or what
+ * it threw) after timeoutMs.
+ */
 export async function waitUntil(what: string, check: () => Promise<boolean | string>, timeoutMs: number, intervalMs = 250): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
@@ -249,6 +253,7 @@ export async function waitUntil(what: string, check: () => Promise<boolean | str
       if (r === true) return;
       last = typeof r === 'string' ? r : '';
     } catch (err) {
+      if (err instanceof GaveUp) throw new Error(`cluster: ${what}: ${err.message}`);
       last = (err as Error).message;
     }
     if (Date.now() > deadline) throw new Error(`cluster: ${what}: not within ${timeoutMs} ms${last ? `: ${last}` : ''}`);
@@ -257,7 +262,7 @@ export async function waitUntil(what: string, check: () => Promise<boolean | str
 }
 
 function readiness(c: Component, pki: ClusterPki): () => Promise<boolean | string> {
-  const admin = cert(pki, 'admin');
+  const admin = pki.cert('admin');
   const ok = (a: HttpAnswer) => a.status === 200 || `HTTP ${a.status}: ${a.body.slice(0, 200)}`;
   switch (c) {
     case 'etcd':
@@ -314,7 +319,7 @@ export async function startComponent(c: Component, timeoutMs = 120_000): Promise
   writeState(state);
   const ready = readiness(c, pki);
   await waitUntil(`${c} ready (log: ${logOf(c)})`, async () => {
-    if (!liveExe(pid)) throw new Error(`${c} exited; last log lines:\n${tail(logOf(c), 15)}`);
+    if (!liveExe(pid)) throw new GaveUp(`${c} exited; last log lines:\n${tail(logOf(c), 15)}`);
     return ready();
   }, timeoutMs);
   return pid;
