@@ -49,17 +49,17 @@ function sha256File(path: string): Promise<string> {
 }
 
 /**
- * docker-archive tarballs of the plugin and proxy images, built with podman when their inputs
+ * One docker-archive holding the plugin and proxy images, built with podman when their inputs
  * (the executable, the stand-in, the Dockerfile and Containerfile, the base rootfs) changed.
  */
-async function podmanArchives(): Promise<string[]> {
+async function podmanArchive(): Promise<string> {
   const standin = await buildStandin();
   const base = await baseRootfsTarball();
   const inputs = [DEFAULT_ISTIO_CNI_BIN, standin, join(REPO_ROOT, 'Dockerfile'), join(STANDIN_DIR, 'Containerfile'), base];
   const key = createHash('sha256').update((await Promise.all(inputs.map(sha256File))).join(' ')).digest('hex').slice(0, 16);
   const dir = join(IMAGES_DIR, key);
-  const archives = [join(dir, 'plugin.tar'), join(dir, 'proxy.tar')];
-  if (existsSync(join(dir, '.complete'))) return archives;
+  const archive = join(dir, 'images.tar');
+  if (existsSync(join(dir, '.complete'))) return archive;
 
   rmSync(IMAGES_DIR, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -69,22 +69,21 @@ async function podmanArchives(): Promise<string[]> {
     await podman.ok(['build', '--isolation=chroot', '--pull=never', '--target', 'prebuilt', '--tag', PLUGIN_IMAGE, '.'], 600_000);
     const context = makeTempDir('icni-standin-ctx-');
     copyFileSync(standin, join(context, 'standin'));
-    copyFileSync(DEFAULT_ISTIO_CNI_BIN, join(context, 'istio-cni'));
     copyFileSync(join(STANDIN_DIR, 'Containerfile'), join(context, 'Containerfile'));
     await podman.ok(['build', '--isolation=chroot', '--pull=never', '--tag', PROXY_IMAGE, context], 600_000);
     rmSync(context, { recursive: true, force: true });
-    await podman.ok(['save', '--format', 'docker-archive', '--output', archives[0]!, PLUGIN_IMAGE], 600_000);
-    await podman.ok(['save', '--format', 'docker-archive', '--output', archives[1]!, PROXY_IMAGE], 600_000);
+    // One archive: the layers the two images share are in it once.
+    await podman.ok(['save', '--multi-image-archive', '--format', 'docker-archive', '--output', archive, PLUGIN_IMAGE, PROXY_IMAGE], 600_000);
   } finally {
     await podman.remove();
   }
   writeFileSync(join(dir, '.complete'), '');
-  return archives;
+  return archive;
 }
 
 /** Build (or reuse) every image the cluster runs and import them into containerd's k8s.io namespace. */
 export async function importClusterImages(containerdSocket: string, workDir: string, snapshotter: Snapshotter): Promise<void> {
-  const archives = [await buildPauseImageArchive(join(workDir, 'pause'), SANDBOX_IMAGE), ...(await podmanArchives())];
+  const archives = [await buildPauseImageArchive(join(workDir, 'pause'), SANDBOX_IMAGE), await podmanArchive()];
   for (const archive of archives) {
     await runOk([CTR, '--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', '--snapshotter', snapshotter, archive], { timeoutMs: 600_000 });
   }
