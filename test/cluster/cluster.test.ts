@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import * as h from '../harness/index.ts';
 import * as c from '../harness/cluster.ts';
-import { leftovers, machineSnapshot, type MachineSnapshot } from '../harness/cluster-host.ts';
+import { leftovers, machineSnapshot, type MachineSnapshot, type SandboxRef } from '../harness/cluster-host.ts';
 import { PROXY_IMAGE } from '../harness/cluster-images.ts';
 import { kubeInject, makeMeshNamespace } from '../harness/istio-inject.ts';
 
@@ -106,7 +106,7 @@ async function permissions(user: string): Promise<Set<string>> {
 describe('on a real one-node cluster', { concurrency: false }, () => {
   let machineBefore: MachineSnapshot;
   /** Every sandbox the tests saw, for the leftovers check. */
-  const sandboxIds: string[] = [];
+  const sandboxes: SandboxRef[] = [];
 
   before(async () => {
     await c.clusterDown({ log: () => undefined });
@@ -193,7 +193,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
       assert.match(validateLog.stdout, /^istio-cni validate: traffic capture works/, 'our validate ran as istio-validation');
 
       const sandbox = await c.podSandbox(pod.metadata.uid);
-      sandboxIds.push(sandbox.id);
+      sandboxes.push(sandbox);
       assert.deepEqual(await h.iptablesS(sandbox.netns, 'nft'), SEED);
       assert.ok(await h.iptablesIsEmpty(sandbox.netns, 'legacy'), 'nothing in the other backend');
       const add = c.pluginLog().find((l) => l.verb === 'ADD' && l.containerId === sandbox.id);
@@ -232,7 +232,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     for (const [name, namespace] of pods) {
       const pod = await getPod(namespace, name);
       const sandbox = await c.podSandbox(pod.metadata.uid);
-      sandboxIds.push(sandbox.id);
+      sandboxes.push(sandbox);
       for (const backend of ['nft', 'legacy'] as const) {
         for (const table of ['nat', 'mangle']) assert.deepEqual(ours(await h.iptablesS(sandbox.netns, backend, table)), [], `${namespace}/${name} ${backend} ${table}`);
       }
@@ -288,10 +288,10 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
   });
 
   it('7. cluster.sh down leaves the machine as it found it', async (t) => {
-    for (const pod of await webPods()) sandboxIds.push((await c.podSandbox(pod.metadata.uid)).id);
+    for (const pod of await webPods()) sandboxes.push(await c.podSandbox(pod.metadata.uid));
     const r = await h.run(['/usr/bin/bash', join(h.REPO_ROOT, 'scripts', 'cluster.sh'), 'down'], { timeoutMs: 300_000, env: h.minimalEnv({ HOME: process.env.HOME ?? '/root' }) });
     assert.equal(r.code, 0, r.stderr);
     t.diagnostic(r.stderr.trim().split('\n').at(-2) ?? '');
-    assert.deepEqual(leftovers(machineBefore, c.CLUSTER_DIR, sandboxIds), []);
+    assert.deepEqual(leftovers(machineBefore, c.CLUSTER_DIR, sandboxes), []);
   });
 });

@@ -5,7 +5,7 @@
 // killed containerd or kubelet leaves behind (shims, netns, mounts, cgroups, libcni cache).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { removeCgroupTree } from './host-net.ts';
 import { IP, NETNS_DIR } from './netns.ts';
 import { runOk } from './proc.ts';
@@ -169,6 +169,12 @@ export function shimPids(socket: string): number[] {
   return pids;
 }
 
+/** A pod sandbox the cluster ran: containerd's ID and the netns it made for it. */
+export interface SandboxRef {
+  id: string;
+  netns: string;
+}
+
 /** Processes in a cgroup (pids hierarchy) and all below it. */
 function pidsInCgroup(cgroup: string): number[] {
   const walk = (dir: string): number[] => {
@@ -197,9 +203,9 @@ const killAll = (pids: number[]) => {
 /**
  * What survives a containerd or kubelet that was killed with pods still running: containers and
  * their shims, pod netns (recognized by an address in the pod range), mounts under the cluster
- * dir, the kubelet's cgroups, and libcni's cache entries for the cluster's sandboxes.
+ * dir, the kubelet's cgroups, and the given sandboxes' netns and libcni cache entries.
  */
-export function sweepNode(opts: { clusterDir: string; containerdSocket: string; runcRoot: string; sandboxIds: string[] }): void {
+export function sweepNode(opts: { clusterDir: string; containerdSocket: string; runcRoot: string; sandboxes: readonly SandboxRef[] }): void {
   const env = { PATH: '/usr/sbin:/usr/bin' };
   const runcNs = join(opts.runcRoot, 'k8s.io');
   for (const id of existsSync(runcNs) ? readdirSync(runcNs) : []) {
@@ -214,11 +220,13 @@ export function sweepNode(opts: { clusterDir: string; containerdSocket: string; 
     const addrs = spawnSync(IP, ['-n', name, '-4', '-o', 'addr', 'show'], { encoding: 'utf8', env }).stdout ?? '';
     if (addrs.includes(`inet ${podPrefix}`)) spawnSync(IP, ['netns', 'del', name], { stdio: 'ignore', env });
   }
+  // A sandbox's netns that outlived it with no address left in it (its DEL ran, the removal did not).
+  for (const s of opts.sandboxes) if (existsSync(s.netns)) spawnSync(IP, ['netns', 'del', basename(s.netns)], { stdio: 'ignore', env });
   for (const m of mountsUnder(opts.clusterDir)) spawnSync(UMOUNT, ['-l', m], { stdio: 'ignore', env });
   removeCgroupTree(KUBEPODS);
   const cache = '/var/lib/cni/results';
   for (const entry of existsSync(cache) ? readdirSync(cache) : []) {
-    if (opts.sandboxIds.some((id) => entry.includes(id))) rmSync(join(cache, entry), { force: true });
+    if (opts.sandboxes.some((s) => entry.includes(s.id))) rmSync(join(cache, entry), { force: true });
   }
 }
 
@@ -263,10 +271,10 @@ const ours = (ip: string) => [NET.podCidr, NET.serviceCidr, `${NET.nodeIp}/32`].
  * Everything of the cluster still on the machine, compared with a snapshot taken before `up`:
  * processes (any with the cluster dir in its arguments: every component and shim has; any in the
  * kubelet's pod cgroup), mounts, netns, links, addresses and routes in the cluster's ranges,
- * cgroups, libcni cache entries of the given sandboxes, the root netns's iptables rules, sysctls,
+ * cgroups, the given sandboxes' netns and libcni cache entries, the root netns's iptables rules, sysctls,
  * and directories created outside the cluster dir. Empty when `down` did its job.
  */
-export function leftovers(before: MachineSnapshot, clusterDir: string, sandboxIds: readonly string[]): string[] {
+export function leftovers(before: MachineSnapshot, clusterDir: string, sandboxes: readonly SandboxRef[]): string[] {
   const found: string[] = [];
   for (const entry of readdirSync('/proc').filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid)) {
     try {
@@ -295,8 +303,9 @@ export function leftovers(before: MachineSnapshot, clusterDir: string, sandboxId
   }
   const cache = '/var/lib/cni/results';
   for (const entry of existsSync(cache) ? readdirSync(cache) : []) {
-    if (sandboxIds.some((id) => entry.includes(id))) found.push(`libcni cache ${entry}`);
+    if (sandboxes.some((s) => entry.includes(s.id))) found.push(`libcni cache ${entry}`);
   }
+  for (const s of sandboxes) if (existsSync(s.netns)) found.push(`netns ${s.netns} of sandbox ${s.id}`);
   const now = machineSnapshot();
   if (now.rules !== before.rules) found.push(`iptables rules of the root netns changed:\n${now.rules}`);
   for (const [key, value] of Object.entries(before.sysctls)) {

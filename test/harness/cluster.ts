@@ -7,12 +7,12 @@
 // also what `down` undoes. One cluster per machine: fixed ports (2379, 2380, 6443, 10248,
 // 10250, 10257, 10259) and fixed names.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { machineSnapshot, NET, prepareHost, restoreHost, shimPids, sweepNode, type MachineSnapshot } from './cluster-host.ts';
+import { machineSnapshot, NET, prepareHost, restoreHost, shimPids, sweepNode, type MachineSnapshot, type SandboxRef } from './cluster-host.ts';
 import { importClusterImages } from './cluster-images.ts';
 import { makeClusterPki, type CertName, type ClusterPki } from './cluster-pki.ts';
 import { DEBIAN_CNI_DIR, REPO_ROOT } from './conflist.ts';
@@ -393,6 +393,14 @@ export interface PodSandboxOnNode {
   pid: number;
 }
 
+/** What containerd's verbose PodSandboxStatus tells about a sandbox. */
+interface SandboxInfo {
+  pid?: number;
+  runtimeSpec?: { linux?: { namespaces?: Array<{ type: string; path?: string }> } };
+}
+
+const netnsOf = (info: SandboxInfo) => info.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+
 /** A pod's ready sandbox, found through the CRI by the pod's UID (as crictl inspectp would). */
 export async function podSandbox(uid: string): Promise<PodSandboxOnNode> {
   const cri = nodeCri();
@@ -400,8 +408,8 @@ export async function podSandbox(uid: string): Promise<PodSandboxOnNode> {
     const ready = (await cri.listPodSandbox()).filter((s) => s.metadata.uid === uid && s.state === 'SANDBOX_READY');
     if (ready.length !== 1) throw new Error(`cluster: pod ${uid} has ${ready.length} ready sandboxes`);
     const status = await cri.podSandboxStatus(ready[0]!.id, true);
-    const info = JSON.parse(status.info.info ?? '{}') as { pid?: number; runtimeSpec?: { linux?: { namespaces?: Array<{ type: string; path?: string }> } } };
-    const netns = info.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+    const info = JSON.parse(status.info.info ?? '{}') as SandboxInfo;
+    const netns = netnsOf(info);
     if (!netns || !info.pid) throw new Error(`cluster: sandbox ${ready[0]!.id} has no netns or pid in its status`);
     return { id: ready[0]!.id, netns, pid: info.pid };
   } finally {
@@ -575,10 +583,15 @@ export async function uninstallDaemonSet(): Promise<void> {
   }, 60_000, 500);
 }
 
-/** Sandbox IDs containerd knows, from its own metadata dir (also when it is not running). */
-function sandboxIdsOnDisk(): string[] {
-  const dir = join(paths.containerd, 'root', 'io.containerd.grpc.v1.cri', 'sandboxes');
-  return existsSync(dir) ? readdirSync(dir) : [];
+/** Every sandbox containerd knows, with its netns (while containerd runs). */
+async function sandboxesOnNode(cri: CriClient): Promise<SandboxRef[]> {
+  const refs: SandboxRef[] = [];
+  for (const s of await cri.listPodSandbox()) {
+    const info = JSON.parse((await cri.podSandboxStatus(s.id, true)).info.info ?? '{}') as SandboxInfo;
+    const netns = netnsOf(info);
+    if (netns) refs.push({ id: s.id, netns });
+  }
+  return refs;
 }
 
 /**
@@ -596,20 +609,21 @@ export async function clusterDown(opts: UpOptions = {}): Promise<void> {
     await stopComponent('kubelet');
     step('kubelet stopped');
     const containerd = state.procs.containerd;
+    let sandboxes: SandboxRef[] = [];
     if (containerd && liveExe(containerd.pid) === containerd.exe) {
       const cri = nodeCri();
+      sandboxes = await sandboxesOnNode(cri).catch(() => []);
       await removeAllSandboxes(cri, 500, 120_000).catch((err: Error) => log(`cluster: removing sandboxes: ${err.message}`));
       cri.close();
-      step('pod sandboxes removed');
+      step(`${sandboxes.length} pod sandboxes removed`);
     }
-    const sandboxIds = sandboxIdsOnDisk();
     for (const c of ['containerd', 'kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd'] as const) {
       await stopComponent(c);
       step(`${c} stopped`);
     }
     // Shims exit once their containers are gone; wait a moment before sweeping what is left.
     await waitUntil('containerd shims gone', async () => shimPids(paths.containerdSocket).length === 0, 10_000).catch(() => undefined);
-    sweepNode({ clusterDir: CLUSTER_DIR, containerdSocket: paths.containerdSocket, runcRoot: join(paths.containerd, 'runc'), sandboxIds });
+    sweepNode({ clusterDir: CLUSTER_DIR, containerdSocket: paths.containerdSocket, runcRoot: join(paths.containerd, 'runc'), sandboxes });
     step('leftovers swept');
   }
   restoreHost(state?.host);
