@@ -126,15 +126,27 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     const file = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
     assert.deepEqual(sortByKind(base), sortByKind(file), 'deploy/ as a kustomize base is deploy/istio-cni.yaml as it is');
     const overlay = await render(c.OVERLAY_DIR);
-    // The ConfigMap's entry is JSON in a string: compare it parsed.
-    const parsed = (docs: K8sObject[]) => sortByKind(docs).map((d) => d.kind === 'ConfigMap' ? { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } } : d);
+    // The ConfigMap's entry is JSON in a string: compare it parsed. The container's environment
+    // is compared by name (a strategic merge patch may reorder it; nothing here refers to another).
+    const parsed = (docs: K8sObject[]) => sortByKind(docs).map((d) => {
+      if (d.kind === 'ConfigMap') return { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } };
+      if (d.kind !== 'DaemonSet') return d;
+      const ds = structuredClone(d) as unknown as { spec: { template: { spec: { containers: Array<{ env: unknown }> } } } };
+      for (const container of ds.spec.template.spec.containers) {
+        container.env = Object.fromEntries((container.env as Array<{ name: string }>).map((e) => [e.name, e]));
+      }
+      return ds;
+    });
     assert.deepEqual(differences(parsed(base), parsed(overlay)), [
       '[2].data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
       '[2].data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
-      '[3].spec.template.spec.containers[0].env[0].value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '[3].spec.template.spec.containers[0].env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '[3].spec.template.spec.containers[0].env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
       '[3].spec.template.spec.containers[0].image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
+      '[3].spec.template.spec.containers[0].volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
       '[3].spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
       '[3].spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '[3].spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
     ]);
   });
 
@@ -199,10 +211,13 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
       const add = c.pluginLog().find((l) => l.verb === 'ADD' && l.containerId === sandbox.id);
       assert.equal(add?.decision, 'redirect', JSON.stringify(add));
       assert.equal(add?.pod, `${NS}/${pod.metadata.name}`);
-      // The plugin read the pod from the real API server, with the installer's kubeconfig.
-      assert.ok(lookups.some((e) => e.verb === 'get' && e.objectRef?.resource === 'pods' && e.objectRef.name === pod.metadata.name && e.responseStatus?.code === 200),
-        `an audited GET of ${pod.metadata.name} by ${c.PLUGIN_USER}`);
+      // The plugin had the pod from the installer's node-local cache, which watches the API server.
+      assert.equal(add?.podSource, 'cache', JSON.stringify(add));
+      assert.ok(!lookups.some((e) => e.objectRef?.name === pod.metadata.name), `no request for ${pod.metadata.name} itself`);
     }
+    const watches = lookups.filter((e) => e.objectRef?.resource === 'pods' && ['list', 'watch'].includes(e.verb));
+    assert.ok(watches.length > 0 && watches.every((e) => e.requestURI.includes(`fieldSelector=spec.nodeName%3D${c.NODE_NAME}`)),
+      `the installer's cache lists and watches this node's pods only: ${watches.map((e) => e.requestURI).join(' ')}`);
   });
 
   it('3. traffic over the bridge: A → B is captured on A\'s 15001 with B as the original destination; B\'s inbound lands on B\'s 15006; uid 1337 is not captured', async () => {
@@ -250,13 +265,13 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
     const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
     const extra = [...granted].filter((p) => !baseline.has(p)).sort();
-    // get: the plugin's pod lookup; list, watch: repair's node-wide watch; patch, delete: repair's
-    // label and delete modes. The installer needs nothing from the API (its token is a file).
+    // get: the plugin's direct lookup (when the pod cache misses); list, watch: the installer's
+    // pod cache and repair; patch, delete: repair's label and delete modes.
     assert.deepEqual(extra, ['pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
-    // Everything the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.),
-    // was the plugin's pod GETs.
+    // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
+    // pod cache's list and watch.
     const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
-    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))], ['pods get']);
+    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['pods list', 'pods watch']);
   });
 
   it('6a. kubectl delete pod: the kubelet\'s DEL takes our chains out, then containerd removes the netns', async () => {
@@ -279,12 +294,13 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     }
   });
 
-  it('6b. kubectl delete -k of the overlay: the conflist is the primary plugin\'s again, executable and kubeconfig gone', async () => {
+  it('6b. kubectl delete -k of the overlay: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
     await c.uninstallDaemonSet();
     await c.waitUntil('the installer\'s clean-up', async () => readdirSync(c.paths.cniNet).length === 1 || readdirSync(c.paths.cniNet).join(' '), 30_000);
     assert.deepEqual(readdirSync(c.paths.cniNet), [c.PRIMARY_CONFLIST]);
     assert.deepEqual(JSON.parse(readFileSync(join(c.paths.cniNet, c.PRIMARY_CONFLIST), 'utf8')), JSON.parse(c.primaryConflist()));
     assert.deepEqual(readdirSync(c.paths.cniBin).sort(), ['bridge', 'host-local', 'loopback']);
+    assert.deepEqual(readdirSync(c.paths.podCache), [], 'the pod cache\'s socket is gone');
   });
 
   it('7. cluster.sh down leaves the machine as it found it', async (t) => {

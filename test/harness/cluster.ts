@@ -43,6 +43,8 @@ export const paths = {
   cniBin: join(CLUSTER_DIR, 'cni', 'bin'),
   cniNet: join(CLUSTER_DIR, 'cni', 'net.d'),
   ipam: join(CLUSTER_DIR, 'cni', 'ipam'),
+  /** The installer's pod cache socket dir, as the overlay maps it. */
+  podCache: join(CLUSTER_DIR, 'pod-cache'),
   /** The plugin's log_file, as the overlay sets it. */
   pluginLog: join(CLUSTER_DIR, 'cni', 'istio-cni.log'),
   work: join(CLUSTER_DIR, 'work'),
@@ -444,12 +446,18 @@ export interface AuditEvent {
   responseStatus?: { code?: number };
 }
 
-/** The apiserver's record of every request our ServiceAccount made (stage ResponseComplete). */
+/**
+ * The apiserver's record of every request our ServiceAccount made, once each (a watch is logged
+ * when its response starts and again when it ends: the first is kept).
+ */
 export function auditEvents(): AuditEvent[] {
   if (!existsSync(paths.auditLog)) return [];
-  return readFileSync(paths.auditLog, 'utf8').trim().split('\n').filter(Boolean)
-    .map((l) => JSON.parse(l) as AuditEvent & { stage: string })
-    .filter((e) => e.stage === 'ResponseComplete');
+  const byId = new Map<string, AuditEvent>();
+  for (const line of readFileSync(paths.auditLog, 'utf8').trim().split('\n').filter(Boolean)) {
+    const e = JSON.parse(line) as AuditEvent & { auditID: string };
+    if (!byId.has(e.auditID)) byId.set(e.auditID, e);
+  }
+  return [...byId.values()];
 }
 
 // ---------------------------------------------------------------------------------------
