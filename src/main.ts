@@ -14,8 +14,8 @@ import { applyCapture, captureDifferences, removeCapture } from './netns/capture
 import { resolveBackend } from './netns/iptables.ts';
 import { stopExecuting } from './netns/exec.ts';
 import { checkNetnsPath } from './netns/netns.ts';
+import { captureSettingsFor } from './redirect/profile.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
-import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
@@ -100,12 +100,10 @@ function requireNetns(netns: string): void {
 }
 
 function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {
-  return settingsFromPod({
-    annotations: decision.annotations,
-    proxy: decision.proxy,
-    podIps: addressesOf(config.prevResult),
-    defaults: config.capture,
-  });
+  return captureSettingsFor(
+    { annotations: decision.annotations, proxy: decision.proxy, podIps: addressesOf(config.prevResult), defaults: config.capture },
+    config.rulesProfile,
+  );
 }
 
 function noteDecision(summary: Summary, decision: Decided): void {
