@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { copyFileAtomic, ownershipOf, readDirectoryFiles, readIfPresent, writeFileAtomic } from './files.ts';
@@ -94,14 +94,18 @@ export function removeBinary(settings: InstallSettings, log: Logger): void {
  * Writes `list` in place of `config`, keeping its mode and owner. A single-plugin file becomes a
  * .conflist of the same stem and goes away. Returns false, writing nothing, when the file no
  * longer holds `expected` (another writer got there first; its change brings another round).
+ *
+ * A .conflist of that stem may exist already (`10-bridge.conf` beside `10-bridge.conflist`, e.g.
+ * our own earlier conversion after the primary plugin wrote its .conf again). The runtime does not
+ * read it while the .conf is there (libcni sorts `X.conf` before `X.conflist`; a `.json` is the
+ * primary only when CNI_CONF_NAME names it), so it is replaced: the rename puts the list in force
+ * before the .conf goes, and at no moment is the primary's network missing or half-written.
  */
 function rewrite(dir: string, config: NetConfig, expected: string, list: Conflist, log: Logger): boolean {
   const source = join(dir, config.fileName);
   const target = join(dir, conflistFileName(config));
   if (readIfPresent(source) !== expected) return false;
-  if (config.single && readIfPresent(target) !== undefined) {
-    throw new Error(`cannot turn ${source} into a list: ${target} exists`);
-  }
+  if (config.single && existsSync(target)) log.warn({ path: target, by: source }, 'replacing the .conflist of the same name with the config in use, chained');
   writeFileAtomic(target, renderConflist(list), ownershipOf(source));
   if (config.single) rmSync(source);
   log.info({ path: target, plugins: list.plugins.map((p) => p.type) }, hasEntry(list) ? 'inserted our entry' : 'removed our entry');
