@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
+import { USER_AGENT } from '../version.ts';
 import { statusMessage } from './retry.ts';
 
 export interface ApiRequest {
@@ -43,7 +44,7 @@ export async function openApiRequest(conn: KubeConnection, request: ApiRequest):
     path: target.path,
     headers: {
       Accept: 'application/json',
-      'User-Agent': 'istio-cni',
+      'User-Agent': USER_AGENT,
       ...(token ? { Authorization: `Bearer ${token}` } : {}),
       // Node frames a DELETE body only when told its length.
       ...(body === undefined ? {} : { 'Content-Type': body.type, 'Content-Length': Buffer.byteLength(body.text) }),

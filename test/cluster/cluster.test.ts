@@ -18,6 +18,7 @@ import * as c from '../harness/cluster.ts';
 import { leftovers, machineSnapshot, type MachineSnapshot, type SandboxRef } from '../harness/cluster-host.ts';
 import { PROXY_IMAGE } from '../harness/cluster-images.ts';
 import { kubeInject, makeMeshNamespace } from '../harness/istio-inject.ts';
+import { startupRaceScenarios } from './race.ts';
 
 const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
 const NS = 'icni-test';
@@ -120,33 +121,40 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     await h.cleanupAll();
   });
 
-  it('the overlay changes deploy/istio-cni.yaml only in the image and the node\'s paths', async () => {
+  it('the overlay changes deploy/istio-cni.yaml only in the image, the node\'s paths and the guards (the taint component, repair\'s mode)', async () => {
     const render = async (dir: string) => parseAllDocuments((await c.kubectl(['kustomize', dir])).stdout).map((d) => d.toJS() as K8sObject);
     const base = await render(join(h.REPO_ROOT, 'deploy'));
     const file = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
     assert.deepEqual(sortByKind(base), sortByKind(file), 'deploy/ as a kustomize base is deploy/istio-cni.yaml as it is');
     const overlay = await render(c.OVERLAY_DIR);
-    // The ConfigMap's entry is JSON in a string: compare it parsed. The container's environment
-    // is compared by name (a strategic merge patch may reorder it; nothing here refers to another).
-    const parsed = (docs: K8sObject[]) => sortByKind(docs).map((d) => {
-      if (d.kind === 'ConfigMap') return { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } };
-      if (d.kind !== 'DaemonSet') return d;
-      const ds = structuredClone(d) as unknown as { spec: { template: { spec: { containers: Array<{ env: unknown }> } } } };
-      for (const container of ds.spec.template.spec.containers) {
-        container.env = Object.fromEntries((container.env as Array<{ name: string }>).map((e) => [e.name, e]));
-      }
-      return ds;
-    });
-    assert.deepEqual(differences(parsed(base), parsed(overlay)), [
-      '[2].data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
-      '[2].data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
-      '[3].spec.template.spec.containers[0].env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
-      '[3].spec.template.spec.containers[0].env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
-      '[3].spec.template.spec.containers[0].image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
-      '[3].spec.template.spec.containers[0].volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
-      '[3].spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
-      '[3].spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
-      '[3].spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
+    // By kind and name. The ConfigMap's entry is JSON in a string: compared parsed. Containers and
+    // their environment are compared by name (a strategic merge patch may reorder both).
+    const byName = (docs: K8sObject[]) => Object.fromEntries(docs.map((d) => {
+      const key = `${d.kind}/${(d.metadata as { name: string }).name}`;
+      if (d.kind === 'ConfigMap') return [key, { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } }];
+      if (d.kind !== 'DaemonSet') return [key, d];
+      const ds = structuredClone(d) as unknown as { spec: { template: { spec: { containers: unknown } } } };
+      ds.spec.template.spec.containers = Object.fromEntries((ds.spec.template.spec.containers as Array<{ name: string; env: Array<{ name: string }> }>)
+        .map((x) => [x.name, { ...x, env: Object.fromEntries(x.env.map((e) => [e.name, e])) }]));
+      return [key, ds];
+    }));
+    const [before, after] = [byName(base), byName(overlay)];
+    const taint = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'taint', 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
+    assert.deepEqual(Object.keys(after).filter((k) => !(k in before)).map((k) => after[k]), taint, 'added: the taint component\'s RBAC, as it is');
+    assert.deepEqual(Object.keys(before).filter((k) => !(k in after)), []);
+    assert.deepEqual(differences(before, Object.fromEntries(Object.keys(before).map((k) => [k, after[k]]))), [
+      '.ConfigMap/istio-cni-config.data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
+      '.ConfigMap/istio-cni-config.data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.NODE_READINESS_TAINT: undefined -> {"name":"NODE_READINESS_TAINT","value":"true"}',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.repair.env.REPAIR_MODE.value: "label" -> "delete"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.repair.image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
     ]);
   });
 
@@ -260,18 +268,23 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     }
   });
 
-  it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin and repair need and nothing more', async () => {
+  it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin, repair and the taint need and nothing more', async () => {
     const granted = await permissions(c.PLUGIN_USER);
     // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
     const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
     const extra = [...granted].filter((p) => !baseline.has(p)).sort();
-    // get: the plugin's direct lookup (when the pod cache misses); list, watch: the installer's
-    // pod cache and repair; patch, delete: repair's label and delete modes.
-    assert.deepEqual(extra, ['pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
+    // nodes get, patch: the readiness taint (deploy/taint); pods get: the plugin's direct lookup
+    // (when the pod cache misses); list, watch: the installer's pod cache and repair; patch,
+    // delete: repair's label and delete modes.
+    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
     // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
-    // pod cache's list and watch.
+    // installer read its node (no taint to take off), the pod cache and repair listed and watched
+    // this node's pods; each said who it is.
     const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
-    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['pods list', 'pods watch']);
+    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['nodes get', 'pods list', 'pods watch']);
+    const { version } = JSON.parse(readFileSync(join(h.REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    const ours = events.filter((e) => e.objectRef?.resource === 'nodes' || e.requestURI.includes('watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion='));
+    assert.deepEqual([...new Set(ours.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the installer\'s node read and repair\'s watch say who they are');
   });
 
   it('6a. kubectl delete pod: the kubelet\'s DEL takes our chains out, then containerd removes the netns', async () => {
@@ -293,6 +306,8 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
       await unmount();
     }
   });
+
+  startupRaceScenarios(sandboxes);
 
   it('6b. kubectl delete -k of the overlay: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
     await c.uninstallDaemonSet();

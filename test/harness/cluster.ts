@@ -12,6 +12,7 @@ import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { machineSnapshot, NET, prepareHost, restoreHost, shimPids, sweepNode, type MachineSnapshot, type SandboxRef } from './cluster-host.ts';
 import { importClusterImages } from './cluster-images.ts';
 import { makeClusterPki, type CertName, type ClusterPki } from './cluster-pki.ts';
@@ -81,7 +82,7 @@ const API = `https://${NET.nodeIp}:${NET.apiPort}`;
  * is a full copy of its image (~230 MB here, the plugin executable and a Debian base), which made
  * pod starts slow and left gigabytes for `down` to delete.
  */
-const SNAPSHOTTER = 'overlayfs';
+export const SNAPSHOTTER = 'overlayfs';
 const PORTS = [2379, 2380, NET.apiPort, 10248, 10250, 10257, 10259];
 
 // ---------------------------------------------------------------------------------------
@@ -442,7 +443,7 @@ export interface AuditEvent {
   requestURI: string;
   user: { username: string };
   userAgent?: string;
-  objectRef?: { resource?: string; namespace?: string; name?: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
   responseStatus?: { code?: number };
 }
 
@@ -576,10 +577,33 @@ export async function publishMeshRootCert(namespace: string): Promise<void> {
   await kubectl(['-n', namespace, 'create', 'configmap', 'istio-ca-root-cert', `--from-file=root-cert.pem=${join(paths.pki, 'ca.crt')}`]);
 }
 
-/** `kubectl apply -k cluster/overlay` and wait for the DaemonSet's pod to be Ready. */
-export async function installDaemonSet(): Promise<void> {
-  await kubectl(['apply', '-k', OVERLAY_DIR]);
+/** An object of the overlay's rendering, as JSON. */
+export type ManifestObject = { kind: string; metadata: { name: string } } & Record<string, unknown>;
+
+/**
+ * `kubectl apply -k cluster/overlay` and wait for the DaemonSet's pod to be Ready. With `edit`, the
+ * overlay's rendering (`kubectl kustomize`) is changed by it first and applied as a List.
+ */
+export async function installDaemonSet(edit?: (objects: ManifestObject[]) => void): Promise<void> {
+  if (edit === undefined) {
+    await kubectl(['apply', '-k', OVERLAY_DIR]);
+  } else {
+    const objects = parseAllDocuments((await kubectl(['kustomize', OVERLAY_DIR])).stdout).map((d) => d.toJS() as ManifestObject);
+    edit(objects);
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) });
+  }
   await kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/istio-cni-node', '--timeout=180s'], { timeoutMs: 200_000 });
+}
+
+/** The DaemonSet's pods, by the overlay's label. */
+export async function daemonSetPods(): Promise<Array<{ metadata: { name: string; uid: string; deletionTimestamp?: string }; status: { containerStatuses?: Array<{ name: string; restartCount: number; ready: boolean; image: string; containerID?: string; state?: { running?: { startedAt: string } } }> } }>> {
+  return (await kubectlJson<{ items: never[] }>(['-n', 'kube-system', 'get', 'pods', '-l', 'app.kubernetes.io/name=istio-cni'])).items;
+}
+
+/** Only the DaemonSet deleted (its ServiceAccount, RBAC and ConfigMap stay), waiting until its pods are gone. */
+export async function deleteDaemonSet(): Promise<void> {
+  await kubectl(['-n', 'kube-system', 'delete', 'daemonset', 'istio-cni-node', '--wait=true']);
+  await waitUntil('istio-cni-node pods gone', async () => (await daemonSetPods()).length === 0 || 'still there', 60_000, 250);
 }
 
 /** `kubectl delete -k cluster/overlay`, waiting until the DaemonSet's pods are gone. */
