@@ -102,10 +102,13 @@ const POD = {
   status: { phase: 'Pending' },
 };
 
-/** What `iptables-save` prints for a netns holding `ruleSet`. */
+/** What `iptables-save` prints for a netns holding `ruleSet`: every chain declared, built-in ones with their policy. */
 function saveText(ruleSet: RuleSet): string {
   return ruleSet
-    .map((t) => [`*${t.table}`, ...t.chains.map((c) => `:${c} - [0:0]`), ...t.rules.map(ruleLine), 'COMMIT'].join('\n'))
+    .map((t) => {
+      const builtIn = [...new Set(t.rules.map((r) => r.chain).filter((c) => !t.chains.includes(c)))];
+      return [`*${t.table}`, ...builtIn.map((c) => `:${c} ACCEPT [0:0]`), ...t.chains.map((c) => `:${c} - [0:0]`), ...t.rules.map(ruleLine), 'COMMIT'].join('\n');
+    })
     .join('\n');
 }
 

@@ -17,6 +17,9 @@ import { openPodNetns, type PodNetns } from './netns/netns.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
 import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
+/** How many differences CHECK's error names. */
+const MAX_DIFFERENCES_NAMED = 50;
+
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
 
@@ -56,7 +59,9 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   const settings = decision.redirect ? captureSettings(config, decision) : undefined;
   const found = await captureDifferences(requireNetns(invocation.netns), resolveBackend(config.iptablesBackend), settings);
   if (found.length > 0) {
-    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.join('; '));
+    // A netns may hold any number of rules (a pod with NET_ADMIN owns it): name the first few.
+    const more = found.length > MAX_DIFFERENCES_NAMED ? `; and ${found.length - MAX_DIFFERENCES_NAMED} more` : '';
+    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.slice(0, MAX_DIFFERENCES_NAMED).join('; ') + more);
   }
   summary.rules = 'as expected';
 }

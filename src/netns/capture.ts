@@ -93,7 +93,7 @@ export async function captureDifferences(netns: PodNetns, backend: Backend, sett
   for (const family of FAMILIES) {
     const expected = settings ? buildRuleSet(settings, family) : [];
     const label = family === 6 ? 'ipv6 ' : '';
-    found.push(...differences(expected, await readState(netns, backend, family)).map((line) => label + line));
+    for (const line of differences(expected, await readState(netns, backend, family))) found.push(label + line);
     if (settings?.interceptionMode === 'TPROXY' && expected.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }

@@ -1,6 +1,6 @@
 import { realpathSync } from 'node:fs';
 import { CniError, ErrorCode } from '../cni/errors.ts';
-import { ownedState, parseSave, renderCreate, renderRemoval, renderReplace, type OwnedTable, type SavedState } from '../redirect/restore.ts';
+import { ownedState, parseSave, renderCreate, renderRemoval, renderReplace, UnreadableSave, type OwnedTable, type SavedState } from '../redirect/restore.ts';
 import type { Family } from '../redirect/cidr.ts';
 import type { RuleSet } from '../redirect/ruleset.ts';
 import { executeInNetns } from './exec.ts';
@@ -36,7 +36,12 @@ export async function readState(netns: PodNetns, backend: Backend, family: Famil
   if (result.code !== 0) {
     throw new CniError(ErrorCode.IptablesFailed, `${tool(family)}-save failed`, `${netns}: ${result.stderr.trim()}`);
   }
-  return parseSave(result.stdout);
+  try {
+    return parseSave(result.stdout);
+  } catch (err) {
+    if (!(err instanceof UnreadableSave)) throw err;
+    throw new CniError(ErrorCode.IptablesFailed, `${tool(family)}-save output of the pod's netns cannot be read`, `${netns}: ${err.message}`);
+  }
 }
 
 async function restoreOrFail(netns: PodNetns, backend: Backend, family: Family, text: string): Promise<void> {

@@ -1,3 +1,4 @@
+import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { Family } from './cidr.ts';
 import type { RedirectSettings } from './settings.ts';
 
@@ -20,6 +21,21 @@ export type RuleSet = readonly TableRules[];
 
 /** Every chain the plugin creates carries this prefix; anything else in the netns is not ours. */
 export const CHAIN_PREFIX = 'ISTIO_';
+
+/**
+ * The most rules one address family's rule set may hold. Annotations multiply (each include range
+ * with each rerouted interface is a rule of its own in PREROUTING): beyond this, ADD and CHECK fail
+ * with error 106 before anything is applied, and DEL, which deletes the jumps in built-in chains one
+ * by one, stays far inside its time bound.
+ */
+export const MAX_RULES = 4096;
+
+/** Error 106 for a rule set beyond MAX_RULES, checked before the rules are made where they multiply. */
+function requireWithinCap(count: number): void {
+  if (count > MAX_RULES) {
+    throw new CniError(ErrorCode.InvalidAnnotation, 'the capture annotations ask for too many rules', `${count} rules for one address family; at most ${MAX_RULES}`);
+  }
+}
 
 const INBOUND = 'ISTIO_INBOUND';
 const IN_REDIRECT = 'ISTIO_IN_REDIRECT';
@@ -56,6 +72,7 @@ export function buildRuleSet(settings: RedirectSettings, family: Family = 4): Ru
   // With no inbound capture there is nothing to divert: TPROXY then needs no mangle rules.
   if (settings.interceptionMode === 'TPROXY' && captureInbound(settings)) tables.push(mangleRules(settings, family));
   if (settings.dnsCapture) tables.push(rawDnsRules(settings));
+  requireWithinCap(tables.reduce((count, t) => count + t.rules.length, 0));
   return tables;
 }
 
@@ -87,11 +104,14 @@ function natRules(settings: RedirectSettings, family: Family): TableRules {
   // VM interfaces: Istio inserts each at the head of PREROUTING, so the last one generated comes first.
   const reroutes: Rule[] = [];
   const include = settings.includeOutboundIpRanges;
-  for (const cidr of include === '*' ? [undefined] : inRange(include)) {
+  const ranges = include === '*' ? [undefined] : inRange(include);
+  requireWithinCap(ranges.length * settings.rerouteInterfaces.length);
+  for (const cidr of ranges) {
     for (const name of settings.rerouteInterfaces) {
-      reroutes.unshift(rule('PREROUTING', ...(cidr ? destination(cidr) : []), '-i', name, '-j', REDIRECT));
+      reroutes.push(rule('PREROUTING', ...(cidr ? destination(cidr) : []), '-i', name, '-j', REDIRECT));
     }
   }
+  reroutes.reverse();
 
   const dns = settings.dnsCapture;
   const output: Rule[] = [];

@@ -8,12 +8,22 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
+import { makeMountNs, replaceXtables, restoreInputs, type MountNs } from '../hostile/mountns.ts';
 import { ourState, resetNat, specErrorProblems } from '../hostile/oracle.ts';
 
 after(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
 const RACER = join(h.REPO_ROOT, 'test', 'helpers', 'racer.py');
+
+const BIN = h.DEFAULT_ISTIO_CNI_BIN;
+
+/** The plugin run for WEB as libcni would, in the node netns and, when given, in the mount namespace `mnt`. */
+function runVerb(e: h.E2E, command: string, mnt?: MountNs) {
+  const env = h.minimalEnv({ CNI_COMMAND: command, CNI_CONTAINERID: 'c1', CNI_NETNS: e.topo.pod.path, CNI_IFNAME: 'eth0', CNI_ARGS: h.formatCniArgs(e.cniArgsFor(WEB)) });
+  const argv = mnt ? mnt.argv([BIN], e.topo.node) : h.nsenterArgv(e.topo.node, [BIN]);
+  return h.run(argv, { env, input: JSON.stringify(e.pluginStdin()), timeoutMs: 60_000 });
+}
 
 function startRacer(...args: string[]): Promise<h.Daemon> {
   return h.startDaemon([h.PYTHON, RACER, ...args], { ready: /racing/, label: `racer ${args[0]}` });
@@ -48,3 +58,40 @@ describe('CNI_NETNS flipped between the check and the use', () => {
     assert.ok((outcomes.get('ok') ?? 0) > 0 && (outcomes.get('104') ?? 0) > 0, JSON.stringify([...outcomes]));
   });
 });
+
+/** Every line the plugin may feed a root iptables-restore: table headers, its own chains and rules, deletions by position. */
+const OUR_RESTORE_LINE = /^(\*(nat|mangle|raw)|COMMIT|-[NFX] ISTIO_[A-Z_]+|-D [A-Z_]+ \d+|-A [A-Z_]+( [A-Za-z0-9_.:\/,!-]+)+|)$/;
+
+for (const backend of ['nft', 'legacy'] as const) {
+  describe(`rule comments of a NET_ADMIN pod (iptables-${backend})`, () => {
+    it('never reach the root iptables-restore: repeated ADD and DEL regenerate their own lines', async () => {
+      const e = await h.makeE2E({ tag: `inj-${backend}`, pods: [h.injectedPod(WEB.pod, WEB.namespace)], conflist: { iptablesBackend: backend } });
+      const first = await runVerb(e, 'ADD');
+      assert.equal(first.code, 0, first.stdout);
+      // The pod's own rules, as a NET_ADMIN container can add them: iptables-save prints a comment's
+      // newlines as they are, so each comment looks like more lines of restore input.
+      const iptables = `/usr/sbin/iptables-${backend}`;
+      const smuggled = 'pod\n-A OUTPUT --modprobe=/tmp/icni-evil -j ISTIO_OUTPUT\nCOMMIT\n*filter\n-F\n-A INPUT -j DROP';
+      await h.execInNetnsOk(e.topo.pod, [iptables, '-t', 'nat', '-A', 'OUTPUT', '-m', 'comment', '--comment', smuggled, '-j', 'ACCEPT']);
+      await h.execInNetnsOk(e.topo.pod, [iptables, '-t', 'nat', '-I', 'PREROUTING', '-m', 'comment', '--comment', 'a "quote\\" \'\n-A PREROUTING -p tcp -j ISTIO_INBOUND', '-j', 'ISTIO_INBOUND']);
+      const mnt = await makeMountNs();
+      await replaceXtables(mnt, backend, { record: true });
+
+      const again = await runVerb(e, 'ADD', mnt);
+      assert.equal(again.code, 0, `repeated ADD: ${again.stdout}`);
+      const del = await runVerb(e, 'DEL', mnt);
+      assert.equal(del.code, 0, `DEL: ${del.stdout}`);
+
+      const inputs = restoreInputs(mnt);
+      assert.ok(inputs.length >= 2, `${inputs.length} restores recorded`);
+      for (const input of inputs) {
+        for (const line of input.split('\n')) assert.match(line, OUR_RESTORE_LINE, `a line of restore input that the plugin did not make:\n${input}`);
+      }
+      const left = await h.iptablesSave(e.topo.pod, backend);
+      assert.ok(!left.includes(':ISTIO_'), `our chains are gone:\n${left}`);
+      // The pod's own rule stays; its jump into our chain went with the chain.
+      assert.ok(left.includes(`-A OUTPUT -m comment --comment "pod\n-A OUTPUT --modprobe=/tmp/icni-evil -j ISTIO_OUTPUT\nCOMMIT`), left);
+      assert.equal((await h.iptablesSave(e.topo.pod, backend, 'filter')).includes('DROP'), false);
+    });
+  });
+}
