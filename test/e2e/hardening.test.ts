@@ -95,3 +95,75 @@ for (const backend of ['nft', 'legacy'] as const) {
     });
   });
 }
+
+/** An injected WEB pod with these annotations; `proxy` edits its istio-proxy container. */
+function podWith(annotations: Record<string, string>, proxy: (c: Record<string, unknown>) => void = () => {}): h.Pod {
+  const pod = h.injectedPod(WEB.pod, WEB.namespace, { metadata: { annotations } });
+  proxy((pod.spec as { containers: Record<string, unknown>[] }).containers.find((c) => c.name === 'istio-proxy')!);
+  return pod;
+}
+
+const ranges = (n: number) => Array.from({ length: n }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`).join(',');
+const interfaces = (n: number) => Array.from({ length: n }, (_, i) => `vm${i}`).join(',');
+
+/** ADD of `pod` straight to the executable; asserts error 106 naming `why`, and an untouched netns. */
+async function refused(tag: string, pod: h.Pod, why: RegExp) {
+  const e = await h.makeE2E({ tag, pods: [pod] });
+  const add = await e.runDirect('ADD', WEB);
+  const { problems, error } = specErrorProblems(add);
+  assert.deepEqual(problems, []);
+  assert.equal(error?.code, 106, add.stdout);
+  assert.match(`${error!.msg}: ${error!.details}`, why);
+  assert.ok(add.stdout.length < 2_000, `the error is short: ${add.stdout.length} bytes`);
+  assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+}
+
+describe('annotations that multiply', () => {
+  it('refuses 350 include ranges × 350 VM interfaces (122,501 rules) with error 106, before anything is applied', async () => {
+    const pod = podWith({ 'traffic.sidecar.istio.io/includeOutboundIPRanges': ranges(350), 'istio.io/reroute-virtual-interfaces': interfaces(350) });
+    await refused('mult', pod, /too many rules: 122500 rules .*at most 4096/);
+  });
+
+  it('refuses a list of more than 1024 items with error 106', async () => {
+    const ports = Array.from({ length: 1025 }, (_, i) => String(i + 1)).join(',');
+    await refused('items', podWith({ 'traffic.sidecar.istio.io/includeInboundPorts': ports }), /includeInboundPorts.*1025 items; at most 1024/);
+  });
+
+  it('programs, checks and removes a rule set near the cap (60 ranges × 64 interfaces)', async () => {
+    const e = await h.makeE2E({ tag: 'atcap', pods: [podWith({ 'traffic.sidecar.istio.io/includeOutboundIPRanges': ranges(60), 'istio.io/reroute-virtual-interfaces': interfaces(64) })] });
+    const add = await e.run('add', WEB);
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    const rules = (await h.iptablesS(e.topo.pod)).filter((l) => l.startsWith('-A '));
+    assert.ok(rules.length > 3900 && rules.length <= 4096, `${rules.length} rules`);
+    assert.equal((await e.run('check', WEB)).code, 0);
+    const del = await e.run('del', WEB);
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+  });
+
+  it('removes a leftover far beyond the cap (an older plugin\'s 122,500 reroute jumps) without failing DEL', async () => {
+    const e = await h.makeE2E({ tag: 'leftover', pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
+    const jumps = Array.from({ length: 122_500 }, (_, i) => `-A PREROUTING -d 10.${(i >> 8) & 255}.${i & 255}.0/24 -i vm${i % 350} -j ISTIO_REDIRECT`);
+    const input = ['*nat', ':ISTIO_REDIRECT - [0:0]', '-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001', ...jumps, 'COMMIT', ''].join('\n');
+    await h.execInNetnsOk(e.topo.pod, ['/usr/sbin/iptables-nft-restore', '--noflush'], { input, timeoutMs: 60_000 });
+    const del = await e.runDirect('DEL', WEB, { timeoutMs: 60_000 });
+    assert.equal(del.code, 0, del.stdout);
+    // Our chain is left empty (deleting 122,500 nft rules one by one would take minutes): nothing is redirected.
+    assert.deepEqual((await h.iptablesS(e.topo.pod)).filter((l) => l.startsWith('-A ISTIO_')), []);
+  });
+});
+
+describe('smaller holes in annotation and container values', () => {
+  for (const [field, value] of [['runAsUser', -1], ['runAsUser', 2 ** 32], ['runAsGroup', 4294967295]] as const) {
+    it(`refuses istio-proxy ${field} ${value} with error 106 before anything runs`, async () => {
+      const pod = podWith({}, (c) => void (c.securityContext = { [field]: value }));
+      await refused(`id${String(value).length}`, pod, new RegExp(`${field}.*${value}`));
+    });
+  }
+
+  for (const everything of ['0.0.0.0/0', '::/0', '10.0.0.0/8,0.0.0.0/0']) {
+    it(`refuses ${everything} as an excluded range, as it refuses *`, async () => {
+      await refused('excl0', podWith({ 'traffic.sidecar.istio.io/excludeOutboundIPRanges': everything }), /excludeOutboundIPRanges.*every address/);
+    });
+  }
+});
