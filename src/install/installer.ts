@@ -1,9 +1,10 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { copyFileAtomic, ownershipOf, readDirectoryFiles, readIfPresent, writeFileAtomic } from './files.ts';
+import { copyFileAtomic, existsNoFollow, NotRegularFile, readDirectoryFiles, readRegularFile, writeFileAtomic, type RegularFile } from './files.ts';
 import { renderKubeconfig } from './kubeconfig.ts';
 import {
+  candidateNames,
   conflistFileName,
   entryIsInPlace,
   hasEntry,
@@ -21,10 +22,12 @@ import type { InstallSettings } from './settings.ts';
 
 /** The file name in the bin dirs is the plugin type: that is how the runtime finds it. */
 const BINARY_NAME = PLUGIN_TYPE;
+/** Directories the installer makes (and their missing parents) get this mode whatever the umask. */
+export const DIR_MODE = 0o755;
 
 export function installBinary(settings: InstallSettings, source: string, log: Logger): void {
   for (const dir of settings.binDirs) {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     const path = join(dir, BINARY_NAME);
     copyFileAtomic(source, path, 0o755);
     log.info({ path, source }, 'installed the plugin executable');
@@ -40,38 +43,58 @@ export function syncKubeconfig(settings: InstallSettings, log: Logger): void {
   };
   const path = join(settings.netDir, settings.kubeconfigName);
   const text = renderKubeconfig(settings.api, account);
-  if (readIfPresent(path) === text && (ownershipOf(path).mode & 0o777) === 0o600) return;
+  if (isUpToDate(path, text)) return;
+  // A link, FIFO or anything else at the name is replaced, never followed or read.
   writeFileAtomic(path, text, { mode: 0o600 });
   log.info({ path, server: settings.api.server }, 'wrote the kubeconfig');
 }
 
-export type Placement = 'placed' | 'no-config' | 'changed-meanwhile';
+function isUpToDate(path: string, text: string): boolean {
+  try {
+    const current = readRegularFile(path);
+    return current?.text === text && (current.owner.mode & 0o777) === 0o600;
+  } catch (err) {
+    if (err instanceof NotRegularFile) return false;
+    throw err;
+  }
+}
+
+/** `refused`: a config the runtime may use is not a regular file; nothing is written until it is. */
+export type Placement = 'placed' | 'no-config' | 'changed-meanwhile' | 'refused';
 
 /**
  * Puts our entry last in the runtime's config and takes it out of every other config file, so it
  * follows the primary when another file starts sorting first.
  */
 export function placeEntry(settings: InstallSettings, log: Logger): Placement {
-  const files = readDirectoryFiles(settings.netDir, isConfigFileName);
-  const primary = primaryConfig(files, settings.confName);
-  for (const [fileName, text] of files) {
+  const { files, refused } = readDirectoryFiles(settings.netDir, isConfigFileName);
+  const texts = new Map([...files].map(([name, file]) => [name, file.text]));
+  const primary = primaryConfig(texts, settings.confName);
+  // The runtime would try a link or a special file that comes before the primary: what it holds
+  // cannot be known without following it, so nothing is changed rather than guessed.
+  const candidates = candidateNames([...files.keys(), ...refused.keys()], settings.confName);
+  const blocking = candidates.slice(0, primary === undefined ? candidates.length : candidates.indexOf(primary.fileName)).filter((name) => refused.has(name));
+  if (blocking.length > 0) {
+    log.error({ dir: settings.netDir, files: blocking.map((name) => refused.get(name)) }, 'a network config the runtime may use is not a regular file: not touching it');
+    return 'refused';
+  }
+  for (const [fileName, file] of files) {
     if (fileName === primary?.fileName) continue;
-    const config = parseNetConfig(fileName, text);
+    const config = parseNetConfig(fileName, file.text);
     if (config && !config.single && hasEntry(config.list)) {
-      if (!rewrite(settings.netDir, config, text, withoutEntry(config.list), log)) return 'changed-meanwhile';
+      if (!rewrite(settings.netDir, config, file, withoutEntry(config.list), log)) return 'changed-meanwhile';
     }
   }
   if (primary === undefined) return 'no-config';
   if (!primary.single && entryIsInPlace(primary.list, settings.entry)) return 'placed';
-  const text = files.get(primary.fileName)!;
-  return rewrite(settings.netDir, primary, text, withEntry(primary.list, settings.entry), log) ? 'placed' : 'changed-meanwhile';
+  return rewrite(settings.netDir, primary, files.get(primary.fileName)!, withEntry(primary.list, settings.entry), log) ? 'placed' : 'changed-meanwhile';
 }
 
 /** Takes our entry out of every config file in net.d (the other plugins stay as they are). */
 export function removeEntries(settings: InstallSettings, log: Logger): void {
-  for (const [fileName, text] of readDirectoryFiles(settings.netDir, isConfigFileName)) {
-    const config = parseNetConfig(fileName, text);
-    if (config && !config.single && hasEntry(config.list)) rewrite(settings.netDir, config, text, withoutEntry(config.list), log);
+  for (const [fileName, file] of readDirectoryFiles(settings.netDir, isConfigFileName).files) {
+    const config = parseNetConfig(fileName, file.text);
+    if (config && !config.single && hasEntry(config.list)) rewrite(settings.netDir, config, file, withoutEntry(config.list), log);
   }
 }
 
@@ -91,18 +114,25 @@ export function removeBinary(settings: InstallSettings, log: Logger): void {
 }
 
 /**
- * Writes `list` in place of `config`, keeping its mode and owner. A single-plugin file becomes a
- * .conflist of the same stem and goes away. Returns false, writing nothing, when the file no
- * longer holds `expected` (another writer got there first; its change brings another round).
+ * Writes `list` in place of `config`, keeping the mode and owner it was read with. A single-plugin
+ * file becomes a .conflist of the same stem and goes away. Returns false, writing nothing, when the
+ * file no longer holds what was read (another writer got there first; its change brings another round).
  */
-function rewrite(dir: string, config: NetConfig, expected: string, list: Conflist, log: Logger): boolean {
+function rewrite(dir: string, config: NetConfig, read: RegularFile, list: Conflist, log: Logger): boolean {
   const source = join(dir, config.fileName);
   const target = join(dir, conflistFileName(config));
-  if (readIfPresent(source) !== expected) return false;
-  if (config.single && readIfPresent(target) !== undefined) {
+  let current: RegularFile | undefined;
+  try {
+    current = readRegularFile(source);
+  } catch (err) {
+    if (err instanceof NotRegularFile) return false;
+    throw err;
+  }
+  if (current?.text !== read.text) return false;
+  if (config.single && existsNoFollow(target)) {
     throw new Error(`cannot turn ${source} into a list: ${target} exists`);
   }
-  writeFileAtomic(target, renderConflist(list), ownershipOf(source));
+  writeFileAtomic(target, renderConflist(list), read.owner);
   if (config.single) rmSync(source);
   log.info({ path: target, plugins: list.plugins.map((p) => p.type) }, hasEntry(list) ? 'inserted our entry' : 'removed our entry');
   return true;

