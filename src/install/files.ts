@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { NotRegularFile, readRegularFile } from '../files.ts';
 
 /**
  * Files in the host's net.d and CNI bin dirs, which other local processes can write too: every file
@@ -21,49 +22,22 @@ export interface RegularFile {
   owner: Ownership;
 }
 
-/** Something other than a regular file at a path: a link, a FIFO, a device, a directory, or a file too large. */
-export class NotRegularFile extends Error {}
-
 /** The largest network config or kubeconfig the installer reads (real ones are a few KiB). */
 const MAX_READ_BYTES = 1024 * 1024;
 const COPY_CHUNK_BYTES = 1024 * 1024;
 
 /**
- * Reads a regular file without following a link or waiting on a FIFO or a device (O_NOFOLLOW,
- * O_NONBLOCK, then fstat). Undefined when nothing is at the path; NotRegularFile for anything else
- * than a regular file of at most MAX_READ_BYTES.
+ * Reads a regular file without following a link or waiting on a FIFO or a device. Undefined when
+ * nothing is at the path; NotRegularFile for anything else than a regular file of at most 1 MiB.
  */
-export function readRegularFile(path: string): RegularFile | undefined {
-  let fd: number;
+export function readHostFile(path: string): RegularFile | undefined {
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const { bytes, stat } = readRegularFile(path, { maxBytes: MAX_READ_BYTES, followLinks: false });
+    return { text: bytes.toString('utf8'), owner: { mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid } };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return undefined;
-    if (code === 'ELOOP') throw new NotRegularFile(`${path} is a symbolic link`);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new NotRegularFile(`${path} is ${kindOf(stat)}`);
-    if (stat.size > MAX_READ_BYTES) throw new NotRegularFile(`${path} is larger than ${MAX_READ_BYTES} bytes`);
-    // One byte more than allowed tells a file that grew after the fstat.
-    const buffer = Buffer.allocUnsafe(MAX_READ_BYTES + 1);
-    let length = 0;
-    for (let n = -1; n !== 0 && length < buffer.length; length += n) n = readSync(fd, buffer, length, buffer.length - length, null);
-    if (length > MAX_READ_BYTES) throw new NotRegularFile(`${path} is larger than ${MAX_READ_BYTES} bytes`);
-    return { text: buffer.toString('utf8', 0, length), owner: { mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid } };
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function kindOf(stat: Stats): string {
-  if (stat.isDirectory()) return 'a directory';
-  if (stat.isFIFO()) return 'a FIFO';
-  if (stat.isSocket()) return 'a socket';
-  if (stat.isCharacterDevice() || stat.isBlockDevice()) return 'a device';
-  return 'not a regular file';
 }
 
 /** Whether anything (a link included, never followed) is at the path. */
@@ -88,7 +62,7 @@ export function readDirectoryFiles(dir: string, wanted: (fileName: string) => bo
   for (const name of readdirSync(dir)) {
     if (!wanted(name)) continue;
     try {
-      const file = readRegularFile(join(dir, name));
+      const file = readHostFile(join(dir, name));
       if (file !== undefined) files.set(name, file);
     } catch (err) {
       if (!(err instanceof NotRegularFile)) throw err;

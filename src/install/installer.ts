@@ -1,7 +1,8 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { copyFileAtomic, existsNoFollow, NotRegularFile, readDirectoryFiles, readRegularFile, writeFileAtomic, type RegularFile } from './files.ts';
+import { NotRegularFile } from '../files.ts';
+import { copyFileAtomic, existsNoFollow, readDirectoryFiles, readHostFile, writeFileAtomic, type RegularFile } from './files.ts';
 import { renderKubeconfig } from './kubeconfig.ts';
 import {
   candidateNames,
@@ -51,7 +52,7 @@ export function syncKubeconfig(settings: InstallSettings, log: Logger): void {
 
 function isUpToDate(path: string, text: string): boolean {
   try {
-    const current = readRegularFile(path);
+    const current = readHostFile(path);
     return current?.text === text && (current.owner.mode & 0o777) === 0o600;
   } catch (err) {
     if (err instanceof NotRegularFile) return false;
@@ -123,7 +124,7 @@ function rewrite(dir: string, config: NetConfig, read: RegularFile, list: Confli
   const target = join(dir, conflistFileName(config));
   let current: RegularFile | undefined;
   try {
-    current = readRegularFile(source);
+    current = readHostFile(source);
   } catch (err) {
     if (err instanceof NotRegularFile) return false;
     throw err;

@@ -5,6 +5,7 @@
  * API bodies that never end, a relay that fools `validate`, out-of-range ids and exclusions.
  */
 import assert from 'node:assert/strict';
+import { readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
@@ -166,4 +167,46 @@ describe('smaller holes in annotation and container values', () => {
       await refused('excl0', podWith({ 'traffic.sidecar.istio.io/excludeOutboundIPRanges': everything }), /excludeOutboundIPRanges.*every address/);
     });
   }
+});
+
+describe('files the plugin opens as root', () => {
+  it('makes an existing log file 0600, and never follows a link or waits on a FIFO at the log path', async () => {
+    const e = await h.makeE2E({ tag: 'logf', pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
+    const dir = h.makeTempDir('icni-logf-');
+    const victim = join(dir, 'shadow');
+    writeFileSync(victim, 'root:secret\n', { mode: 0o640 });
+    const cases: [string, () => Promise<void> | void][] = [
+      ['wide', () => writeFileSync(join(dir, 'wide'), '', { mode: 0o644 })],
+      ['link', () => symlinkSync(victim, join(dir, 'link'))],
+      ['fifo', () => h.runOk(['/usr/bin/mkfifo', join(dir, 'fifo')]).then(() => undefined)],
+    ];
+    for (const [name, plant] of cases) {
+      await plant();
+      const logFile = join(dir, name);
+      const add = await e.runDirect('ADD', WEB, { stdin: { ...e.pluginStdin(), log_file: logFile }, timeoutMs: 10_000 });
+      assert.equal(add.code, 0, `${name}: ${add.stdout}${add.stderr}`);
+      if (name === 'wide') {
+        assert.equal(statSync(logFile).mode & 0o777, 0o600);
+        assert.match(readFileSync(logFile, 'utf8'), /"msg":"ADD ok"/);
+      } else {
+        assert.match(add.stderr, /cannot open log file .*logging disabled/, name);
+      }
+      await resetNat(e.topo.pod, 'nft');
+    }
+    assert.equal(readFileSync(victim, 'utf8'), 'root:secret\n');
+    assert.equal(statSync(victim).mode & 0o777, 0o640);
+  });
+
+  it('refuses a kubeconfig that is a FIFO or a device with error 105 instead of waiting on it', async () => {
+    const e = await h.makeE2E({ tag: 'kcfifo', pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
+    const fifo = join(h.makeTempDir('icni-kcfifo-'), 'kubeconfig');
+    await h.runOk(['/usr/bin/mkfifo', fifo]);
+    for (const kubeconfig of [fifo, '/dev/zero']) {
+      const add = await e.runDirect('ADD', WEB, { stdin: { ...e.pluginStdin(), kubernetes: { kubeconfig } }, timeoutMs: 10_000 });
+      const { problems, error } = specErrorProblems(add);
+      assert.deepEqual(problems, [], kubeconfig);
+      assert.equal(error?.code, 105, add.stdout);
+      assert.match(error!.details, /a FIFO|a device/);
+    }
+  });
 });
