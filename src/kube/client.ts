@@ -1,6 +1,6 @@
 import { monotonicMs } from '../clock.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
-import { get, RequestTimeout } from './http1.ts';
+import { get, MAX_RESPONSE_BYTES, RequestTimeout, ResponseTooLarge } from './http1.ts';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
@@ -94,6 +94,7 @@ async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number)
     return { kind: 'answer', ...response };
   } catch (err) {
     if (err instanceof RequestTimeout) return { kind: 'timeout', afterMs: Math.round(timeoutMs) };
+    if (err instanceof ResponseTooLarge) return { kind: 'too-large', limitBytes: MAX_RESPONSE_BYTES };
     return { kind: 'failure', error: err as NodeJS.ErrnoException };
   }
 }

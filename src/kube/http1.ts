@@ -9,6 +9,15 @@ export interface HttpResponse {
 /** The whole request (connect, TLS, answer) did not finish in time. */
 export class RequestTimeout extends Error {}
 
+/**
+ * The most a response may hold, headers included: a Pod is at most 1.5 MiB (etcd's request limit),
+ * and an answer that never ends must not take the plugin's memory with it.
+ */
+export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+/** The answer grew beyond MAX_RESPONSE_BYTES: asking again cannot help. */
+export class ResponseTooLarge extends Error {}
+
 export interface GetRequest {
   secure: boolean;
   host: string;
@@ -34,10 +43,15 @@ export async function get(request: GetRequest): Promise<HttpResponse> {
   const head = [`GET ${request.path} HTTP/1.1`, `Host: ${host}:${request.port}`, 'Connection: close', ...Object.entries(request.headers).map(([k, v]) => `${k}: ${v}`)];
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let received = 0;
     const timer = setTimeout(() => socket.destroy(new RequestTimeout(`no answer within ${request.timeoutMs} ms`)), request.timeoutMs);
     socket.once('close', () => clearTimeout(timer));
     socket.once(request.secure ? 'secureConnect' : 'connect', () => socket.write(`${head.join('\r\n')}\r\n\r\n`));
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > MAX_RESPONSE_BYTES) socket.destroy(new ResponseTooLarge(`response larger than ${MAX_RESPONSE_BYTES} bytes`));
+      else chunks.push(chunk);
+    });
     socket.once('error', reject);
     socket.once('end', () => {
       try {

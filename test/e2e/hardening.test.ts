@@ -5,6 +5,7 @@
  * API bodies that never end, a relay that fools `validate`, out-of-range ids and exclusions.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -19,11 +20,14 @@ const RACER = join(h.REPO_ROOT, 'test', 'helpers', 'racer.py');
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 
-/** The plugin run for WEB as libcni would, in the node netns and, when given, in the mount namespace `mnt`. */
-function runVerb(e: h.E2E, command: string, mnt?: MountNs) {
+/**
+ * The plugin run for WEB as libcni would, in the node netns; in the mount namespace `mnt` and inside
+ * `wrap` (a memory cgroup) when given.
+ */
+function runVerb(e: h.E2E, command: string, opts: { mnt?: MountNs; wrap?: (argv: readonly string[]) => string[] } = {}) {
   const env = h.minimalEnv({ CNI_COMMAND: command, CNI_CONTAINERID: 'c1', CNI_NETNS: e.topo.pod.path, CNI_IFNAME: 'eth0', CNI_ARGS: h.formatCniArgs(e.cniArgsFor(WEB)) });
-  const argv = mnt ? mnt.argv([BIN], e.topo.node) : h.nsenterArgv(e.topo.node, [BIN]);
-  return h.run(argv, { env, input: JSON.stringify(e.pluginStdin()), timeoutMs: 60_000 });
+  const argv = opts.mnt ? opts.mnt.argv([BIN], e.topo.node) : h.nsenterArgv(e.topo.node, [BIN]);
+  return h.run(opts.wrap ? opts.wrap(argv) : argv, { env, input: JSON.stringify(e.pluginStdin()), timeoutMs: 60_000 });
 }
 
 function startRacer(...args: string[]): Promise<h.Daemon> {
@@ -78,9 +82,9 @@ for (const backend of ['nft', 'legacy'] as const) {
       const mnt = await makeMountNs();
       await replaceXtables(mnt, backend, { record: true });
 
-      const again = await runVerb(e, 'ADD', mnt);
+      const again = await runVerb(e, 'ADD', { mnt });
       assert.equal(again.code, 0, `repeated ADD: ${again.stdout}`);
-      const del = await runVerb(e, 'DEL', mnt);
+      const del = await runVerb(e, 'DEL', { mnt });
       assert.equal(del.code, 0, `DEL: ${del.stdout}`);
 
       const inputs = restoreInputs(mnt);
@@ -210,3 +214,91 @@ describe('files the plugin opens as root', () => {
     }
   });
 });
+
+/**
+ * Answers the requests `matches` picks, while `on`, with a 200 whose chunked body never ends (after
+ * `prefix`), as fast as the client reads; counts the bytes it wrote.
+ */
+function serveEndless(api: h.FakeKubeApi, matches: (url: URL) => boolean, prefix: string) {
+  const state = { on: true, sent: 0 };
+  const chunk = Buffer.alloc(64 * 1024, 'a');
+  api.addRoute(({ res, url, record }) => {
+    if (!state.on || !matches(url)) return false;
+    record.status = 200;
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    let open = true;
+    res.on('close', () => (open = false));
+    const pump = () => {
+      while (open) {
+        state.sent += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+    };
+    res.write(prefix);
+    pump();
+    return true;
+  });
+  return state;
+}
+
+const MIB = 1024 * 1024;
+
+describe('API answers that never end', () => {
+  it('the pod GET stops reading at 4 MiB: error 101 at once, memory bounded, nothing programmed', async () => {
+    const e = await h.makeE2E({ tag: 'endless', pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
+    const endless = serveEndless(e.api!, (url) => url.pathname === `/api/v1/namespaces/${WEB.namespace}/pods/${WEB.pod}`, '{"kind":"Pod","metadata":{"name":"');
+    const cgroup = h.makeMemoryCgroup(512 * MIB);
+    const add = await runVerb(e, 'ADD', { wrap: cgroup.argv });
+    const peak = cgroup.peakBytes();
+    const { problems, error } = specErrorProblems(add);
+    assert.deepEqual(problems, [], `peak ${Math.round(peak / MIB)} MiB, server sent ${Math.round(endless.sent / MIB)} MiB: ${add.stdout}`);
+    assert.equal(error?.code, 101, add.stdout);
+    assert.match(error!.details, /response larger than 4194304 bytes/);
+    assert.ok(peak < 256 * MIB, `peak ${Math.round(peak / MIB)} MiB`);
+    assert.ok(endless.sent < 64 * MIB, `the server got to send ${Math.round(endless.sent / MIB)} MiB`);
+    assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+  });
+
+  it('repair drops a pod list or a watch event that never ends at its bound, and recovers when the API does', async () => {
+    const api = await h.startFakeKubeApi({ pods: [] });
+    const list = serveEndless(api, (url) => url.pathname === '/api/v1/pods' && url.searchParams.get('watch') !== 'true', '{"kind":"PodList","items":[');
+    const watch = serveEndless(api, (url) => url.pathname === '/api/v1/pods' && url.searchParams.get('watch') === 'true', '{"type":"ADDED","object":{"metadata":{"name":"');
+    watch.on = false;
+    const pods = h.servePodWatch(api);
+    const kubeconfig = api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' });
+    const cgroup = h.makeMemoryCgroup(512 * MIB);
+    const argv = cgroup.argv([BIN, 'repair', '--node-name', 'n1', '--kubeconfig', kubeconfig]);
+    const child = spawn(argv[0]!, argv.slice(1), { env: h.minimalEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const stopChild = h.trackChild(child, 'istio-cni repair');
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    const requests = (watching: boolean) => api.requests.filter((r) => r.path === '/api/v1/pods' && r.query.includes('watch=true') === watching).length;
+    try {
+      await waitUntil('the list dropped and asked again', () => requests(false) >= 2);
+      list.on = false;
+      watch.on = true;
+      await waitUntil('the watch dropped and opened again', () => requests(true) >= 2);
+      watch.on = false;
+      await waitUntil('a watch that stays open', () => pods.openWatches() === 1);
+      assert.equal(child.exitCode, null, 'repair is still running');
+      assert.match(stdout, /response larger than 33554432 bytes/);
+      assert.match(stdout, /watch event larger than 4194304 bytes/);
+      const peak = cgroup.peakBytes();
+      assert.ok(peak < 256 * MIB, `peak ${Math.round(peak / MIB)} MiB`);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0);
+    } finally {
+      await stopChild();
+      await api.close();
+    }
+  });
+});
+
+async function waitUntil(what: string, done: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await h.sleep(50);
+  }
+}
