@@ -302,3 +302,23 @@ async function waitUntil(what: string, done: () => boolean, timeoutMs = 20_000):
     await h.sleep(50);
   }
 }
+
+describe('validate against a process that relays its probe', () => {
+  const RELAY = join(h.REPO_ROOT, 'test', 'helpers', 'relay.py');
+  for (const how of ['a new connection', 'a connection from the probe\'s own port'] as const) {
+    it(`is not fooled by a listener on 127.0.0.6:15002 that relays to 15001 over ${how}`, async () => {
+      // A pod the plugin passed through: nothing captures its traffic.
+      const ns = await h.createNetns({ tag: 'relay', loUp: true });
+      const relay = await h.startDaemon(
+        h.nsenterArgv(ns, [h.PYTHON, RELAY, '127.0.0.6', '15002', '127.0.0.1', '15001', ...(how === 'a new connection' ? [] : ['same-port'])]),
+        { ready: /relaying/, label: 'relay' },
+      );
+      try {
+        const v = await h.execInNetns(ns, [BIN, 'validate', '--timeout', '1'], { uid: 1337, gid: 1337, timeoutMs: 15_000 });
+        assert.equal(v.code, 126, `validate believed the relay: ${v.stdout}${v.stderr}\nrelay: ${relay.output().stderr}`);
+      } finally {
+        await relay.stop();
+      }
+    });
+  }
+});
