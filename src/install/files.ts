@@ -120,7 +120,13 @@ function replaceAtomically(path: string, owner: Partial<Ownership> & { mode: num
   } finally {
     closeSync(fd);
   }
-  renameSync(temp, path);
+  try {
+    renameSync(temp, path);
+  } catch (err) {
+    // A directory at `path`, say: the temp file must not stay behind.
+    rmSync(temp, { force: true });
+    throw err;
+  }
   const placed = lstatSync(path);
   if (placed.ino !== written.ino || placed.dev !== written.dev) throw new Error(`${path} was replaced by another process while it was being written`);
 }

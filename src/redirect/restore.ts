@@ -67,7 +67,7 @@ export function parseSave(text: string): SavedState {
 /** The tables iptables-save can print. */
 const KNOWN_TABLES = new Set(['nat', 'mangle', 'raw', 'filter', 'security']);
 
-/** Splits iptables-save output into records of words, honouring its double quotes (kept in the words). */
+/** Splits iptables-save output into records of words, honouring its double-quoted words (quotes kept). */
 function* records(text: string): Generator<string[]> {
   let words: string[] = [];
   let word = '';
@@ -88,7 +88,8 @@ function* records(text: string): Generator<string[]> {
         words = [];
       }
     } else {
-      if (c === '"') quoted = true;
+      // iptables-save quotes whole words: a quote inside a bare word (an interface name) is a character.
+      if (c === '"' && word === '') quoted = true;
       word += c;
     }
   }

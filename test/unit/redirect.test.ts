@@ -119,6 +119,11 @@ describe('iptables-save output is untrusted', () => {
     assert.deepEqual(renderRemoval(state).split('\n'), ['*nat', '-D PREROUTING 2', '-F ISTIO_INBOUND', '-X ISTIO_INBOUND', 'COMMIT', '']);
   });
 
+  it('takes a quote inside a bare word (an interface name) for a character, as iptables-save prints it', () => {
+    const state = parseSave(save('-A PREROUTING -i q"x -j ISTIO_INBOUND', '-A OUTPUT -m comment --comment "c" -j ACCEPT'));
+    assert.deepEqual(state.get('nat')!.rules.map((r) => r.target), ['ISTIO_INBOUND', 'ACCEPT']);
+  });
+
   it('does not take a -j inside a comment for a jump', () => {
     const state = parseSave(save('-A OUTPUT -m comment --comment "-j ISTIO_INBOUND" -j ACCEPT'));
     assert.deepEqual(renderRemoval(state).split('\n'), ['*nat', '-F ISTIO_INBOUND', '-X ISTIO_INBOUND', 'COMMIT', '']);
