@@ -10,6 +10,7 @@ import { readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
+import { CALICO, makeFakeNode } from '../install/node.ts';
 import { makeMountNs, replaceXtables, restoreInputs, type MountNs } from '../hostile/mountns.ts';
 import { ourState, resetNat, specErrorProblems } from '../hostile/oracle.ts';
 
@@ -290,6 +291,36 @@ describe('API answers that never end', () => {
       assert.equal(await exited, 0);
     } finally {
       await stopChild();
+      await api.close();
+    }
+  });
+  it('the installer\'s pod cache drops a pod list or a watch that never ends at 32 MiB, and recovers when the API does', async () => {
+    const api = await h.startFakeKubeApi({ pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
+    const list = serveEndless(api, (url) => url.pathname === '/api/v1/pods' && url.searchParams.get('watch') !== 'true', '{"kind":"PodList","items":[');
+    const watch = serveEndless(api, (url) => url.pathname === '/api/v1/pods' && url.searchParams.get('watch') === 'true', '{"type":"ADDED","object":{"metadata":{"name":"');
+    watch.on = false;
+    const pods = h.servePodWatch(api);
+    const dir = h.makeTempDir('icni-endless-cache-');
+    const node = makeFakeNode({ token: api.token, ca: api.pki.caPem, apiHost: '127.0.0.1', apiPort: api.port, env: { NODE_NAME: 'n1', POD_CACHE_SOCKET: join(dir, 'pod-cache.sock') } });
+    writeFileSync(join(node.netDir, '10-calico.conflist'), CALICO);
+    const cgroup = h.makeMemoryCgroup(512 * MIB);
+    const installer = await h.startDaemon(cgroup.argv([BIN, 'install']), { ready: /"msg":"watching for changes"/, label: 'istio-cni install', env: node.env, timeoutMs: 20_000 });
+    const requests = (watching: boolean) => api.requests.filter((r) => r.path === '/api/v1/pods' && r.query.includes('watch=true') === watching).length;
+    try {
+      await waitUntil('the list dropped and asked again', () => requests(false) >= 2);
+      list.on = false;
+      watch.on = true;
+      await waitUntil('the watch dropped and opened again', () => requests(true) >= 2, 60_000);
+      watch.on = false;
+      await waitUntil('a watch that stays open', () => pods.openWatches() === 1, 60_000);
+      assert.equal(installer.child.exitCode, null, 'the installer is still running');
+      const peak = cgroup.peakBytes();
+      assert.ok(peak < 256 * MIB, `peak ${Math.round(peak / MIB)} MiB`);
+      assert.match(installer.output().stderr, /pod cache: list\/watch failed/);
+      installer.child.kill('SIGTERM');
+      assert.equal(await installer.exited, 0);
+    } finally {
+      await installer.stop();
       await api.close();
     }
   });
