@@ -92,6 +92,12 @@ describe('decide: the pod lookup fails closed', () => {
     await failsWith({ status: 500, body: '' }, 11, /HTTP 500/, { runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'sidecar.istio.io/status': '{}' } } });
   });
 
+  it('a pod cache that cannot answer falls back to the API, and fails closed with it', async () => {
+    answer = { status: 500, body: '' };
+    const withUid = parseCniArgs('K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=0b8e6e3c-8d0c-4a8e-9b7a-1f2e3d4c5b6a');
+    await assert.rejects(decide(config({ pod_cache_socket: '/nonexistent/pod-cache.sock' }), withUid), (err: unknown) => err instanceof CniError && err.code === 11);
+  });
+
   it('never passes a pod on any answer but a Pod that says so (generated answers)', async () => {
     const body = fc.oneof(
       fc.constant(JSON.stringify(INJECTED)),
