@@ -30,7 +30,18 @@ try {
   const outcomes = [...report.outcomes].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}: ${n}`).join(', ');
   process.stdout.write(`fuzz: ${report.runs} cases, seed ${report.seed}, ${(report.ms / 1000).toFixed(1)} s (${(report.runs / (report.ms / 1000)).toFixed(1)}/s), no problem\noutcomes (ok or SPEC error code): ${outcomes}\n`);
   if (installRuns > 0) {
-    const installer = await runInstallCampaign({ runs: installRuns, concurrency, seed: report.seed });
+    last = 0;
+    const installer = await runInstallCampaign({
+      runs: installRuns,
+      concurrency,
+      seed: report.seed,
+      progress: (done) => {
+        if (done - last >= 500) {
+          last = done;
+          process.stdout.write(`${done} installer cases\n`);
+        }
+      },
+    });
     const exits = [...installer.outcomes].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}: ${n}`).join(', ');
     process.stdout.write(`fuzz install: ${installer.runs} cases, seed ${installer.seed}, ${(installer.ms / 1000).toFixed(1)} s, no problem\nexit codes: ${exits}\n`);
   }
