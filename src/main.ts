@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 import type { CniArgs } from './cni/args.ts';
 import { parseConfig, versionOf, type PluginConfig } from './cni/config.ts';
 import { readCommand, readInvocation, type Command, type Invocation } from './cni/env.ts';
@@ -136,6 +136,15 @@ function readStdin(): string {
   }
 }
 
+/**
+ * All of `text` to stdout with write(2). Not process.stdout: its stream machinery is the costliest
+ * thing a start of the executable would load (~7-14 ms of CPU under Bun, build/README.md).
+ */
+function writeOut(text: string): void {
+  const bytes = Buffer.from(text);
+  for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done);
+}
+
 /** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = monotonicMs();
@@ -147,7 +156,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const print = (value: object) => {
     if (answered) return;
     answered = true;
-    process.stdout.write(`${JSON.stringify(value)}\n`);
+    writeOut(`${JSON.stringify(value)}\n`);
   };
   const fail = (err: unknown) => {
     const specError = toSpecError(err, versionOf(stdin));

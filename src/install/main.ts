@@ -68,8 +68,9 @@ function usage(synopsis: string): number {
 
 async function executableToCopy(settings: InstallSettings): Promise<string> {
   if (settings.binarySource !== undefined) return settings.binarySource;
-  const sea = await import('node:sea');
-  if (!sea.isSea()) throw new SettingsError('not running as the single executable: set CNI_BINARY_SOURCE to the istio-cni executable to install');
+  // dist/istio-cni is a Bun executable (build/build.mjs); under `node` or `bun src/cli.ts` there is none to copy.
+  const bun = (globalThis as { Bun?: { isStandaloneExecutable?: boolean } }).Bun;
+  if (bun?.isStandaloneExecutable !== true) throw new SettingsError('not running as the single executable: set CNI_BINARY_SOURCE to the istio-cni executable to install');
   return process.execPath;
 }
 

@@ -1,3 +1,4 @@
+import { bun, type BunSubprocess } from '../bun.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { PodNetns } from './netns.ts';
 
@@ -34,35 +35,38 @@ const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
  * program gets as its fd 3.
  */
 export async function execute(argv: readonly string[], input: string, timeoutMs: number, inherit?: number): Promise<ExecResult> {
-  const [file, ...args] = argv;
+  const [file] = argv;
   if (file === undefined || !file.startsWith('/')) throw new Error(`refusing to run ${JSON.stringify(file)}: not an absolute path`);
-  const { spawn } = await import('node:child_process');
   if (stopping) throw new CniError(ErrorCode.TryAgainLater, 'interrupted by SIGTERM', `${file} not started`);
   running += 1;
-  return new Promise<ExecResult>((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe', ...(inherit === undefined ? [] : [inherit])], timeout: timeoutMs, env: {} });
-    const [stdin, stdout, stderr] = [child.stdin!, child.stdout!, child.stderr!];
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let outBytes = 0;
-    stdout.on('data', (chunk: Buffer) => {
-      outBytes += chunk.length;
-      if (outBytes <= MAX_OUTPUT_BYTES) out.push(chunk);
-      else child.kill('SIGKILL');
-    });
-    stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      const why = outBytes > MAX_OUTPUT_BYTES ? `stopped: output beyond ${MAX_OUTPUT_BYTES} bytes` : signal ? `killed by ${signal} after ${timeoutMs} ms` : '';
-      resolve({ code: why === '' ? code : null, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') + why });
-    });
-    // A child that exits before reading its input must not crash us with EPIPE.
-    stdin.on('error', () => {});
-    stdin.end(input);
-  }).finally(() => {
+  try {
+    // Bun.spawn, not node:child_process: the same spawn for ~18 M instructions less per run (src/bun.ts).
+    const stdin = new TextEncoder().encode(input);
+    const child = bun().spawn([...argv], { stdio: [stdin, 'pipe', 'pipe', ...(inherit === undefined ? [] : [inherit])], env: {}, timeout: timeoutMs });
+    const [stdout, stderr, code] = await Promise.all([readBounded(child), new Response(child.stderr).text(), child.exited]);
+    const why = stdout === undefined ? `stopped: output beyond ${MAX_OUTPUT_BYTES} bytes` : child.signalCode ? `killed by ${child.signalCode} after ${timeoutMs} ms` : '';
+    return { code: why === '' ? code : null, stdout: stdout ?? '', stderr: stderr + why };
+  } finally {
     running -= 1;
     if (running === 0) for (const resolve of whenIdle.splice(0)) resolve();
-  });
+  }
+}
+
+/** The program's stdout, or undefined once it passed MAX_OUTPUT_BYTES (the program is then killed). */
+async function readBounded(child: BunSubprocess): Promise<string | undefined> {
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  const reader = child.stdout.getReader();
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    length += read.value.length;
+    if (length > MAX_OUTPUT_BYTES) {
+      child.kill('SIGKILL');
+      await reader.cancel();
+      return undefined;
+    }
+    chunks.push(read.value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 const NSENTER = '/usr/bin/nsenter';

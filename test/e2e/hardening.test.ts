@@ -243,19 +243,26 @@ function serveEndless(api: h.FakeKubeApi, matches: (url: URL) => boolean, prefix
 }
 
 const MIB = 1024 * 1024;
+/**
+ * A memory cgroup's ceiling for a process reading an endless answer, and what a bounded read stays
+ * under: the cgroup also counts the page cache it faults in (the 126 MiB executable, on its first
+ * run after a build), so the bound is generous; an unbounded read reaches the ceiling in seconds.
+ */
+const CEILING = 768 * MIB;
+const BOUNDED = 400 * MIB;
 
 describe('API answers that never end', () => {
   it('the pod GET stops reading at 4 MiB: error 101 at once, memory bounded, nothing programmed', async () => {
     const e = await h.makeE2E({ tag: 'endless', pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
     const endless = serveEndless(e.api!, (url) => url.pathname === `/api/v1/namespaces/${WEB.namespace}/pods/${WEB.pod}`, '{"kind":"Pod","metadata":{"name":"');
-    const cgroup = h.makeMemoryCgroup(512 * MIB);
+    const cgroup = h.makeMemoryCgroup(CEILING);
     const add = await runVerb(e, 'ADD', { wrap: cgroup.argv });
     const peak = cgroup.peakBytes();
     const { problems, error } = specErrorProblems(add);
     assert.deepEqual(problems, [], `peak ${Math.round(peak / MIB)} MiB, server sent ${Math.round(endless.sent / MIB)} MiB: ${add.stdout}`);
     assert.equal(error?.code, 101, add.stdout);
     assert.match(error!.details, /response larger than 4194304 bytes/);
-    assert.ok(peak < 256 * MIB, `peak ${Math.round(peak / MIB)} MiB`);
+    assert.ok(peak < BOUNDED, `peak ${Math.round(peak / MIB)} MiB`);
     assert.ok(endless.sent < 64 * MIB, `the server got to send ${Math.round(endless.sent / MIB)} MiB`);
     assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
   });
@@ -267,7 +274,7 @@ describe('API answers that never end', () => {
     watch.on = false;
     const pods = h.servePodWatch(api);
     const kubeconfig = api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' });
-    const cgroup = h.makeMemoryCgroup(512 * MIB);
+    const cgroup = h.makeMemoryCgroup(CEILING);
     const argv = cgroup.argv([BIN, 'repair', '--node-name', 'n1', '--kubeconfig', kubeconfig]);
     const child = spawn(argv[0]!, argv.slice(1), { env: h.minimalEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     const stopChild = h.trackChild(child, 'istio-cni repair');
@@ -286,7 +293,7 @@ describe('API answers that never end', () => {
       assert.match(stdout, /response larger than 33554432 bytes/);
       assert.match(stdout, /watch event larger than 4194304 bytes/);
       const peak = cgroup.peakBytes();
-      assert.ok(peak < 256 * MIB, `peak ${Math.round(peak / MIB)} MiB`);
+      assert.ok(peak < BOUNDED, `peak ${Math.round(peak / MIB)} MiB`);
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
     } finally {
@@ -303,7 +310,7 @@ describe('API answers that never end', () => {
     const dir = h.makeTempDir('icni-endless-cache-');
     const node = makeFakeNode({ token: api.token, ca: api.pki.caPem, apiHost: '127.0.0.1', apiPort: api.port, env: { NODE_NAME: 'n1', POD_CACHE_SOCKET: join(dir, 'pod-cache.sock') } });
     writeFileSync(join(node.netDir, '10-calico.conflist'), CALICO);
-    const cgroup = h.makeMemoryCgroup(512 * MIB);
+    const cgroup = h.makeMemoryCgroup(CEILING);
     const installer = await h.startDaemon(cgroup.argv([BIN, 'install']), { ready: /"msg":"watching for changes"/, label: 'istio-cni install', env: node.env, timeoutMs: 20_000 });
     const requests = (watching: boolean) => api.requests.filter((r) => r.path === '/api/v1/pods' && r.query.includes('watch=true') === watching).length;
     try {
@@ -315,7 +322,7 @@ describe('API answers that never end', () => {
       await waitUntil('a watch that stays open', () => pods.openWatches() === 1, 60_000);
       assert.equal(installer.child.exitCode, null, 'the installer is still running');
       const peak = cgroup.peakBytes();
-      assert.ok(peak < 256 * MIB, `peak ${Math.round(peak / MIB)} MiB`);
+      assert.ok(peak < BOUNDED, `peak ${Math.round(peak / MIB)} MiB`);
       assert.match(installer.output().stderr, /pod cache: list\/watch failed/);
       installer.child.kill('SIGTERM');
       assert.equal(await installer.exited, 0);
