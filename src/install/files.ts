@@ -107,26 +107,25 @@ export function copyFileAtomic(source: string, path: string, mode: number): void
 function replaceAtomically(path: string, owner: Partial<Ownership> & { mode: number }, write: (fd: number) => void): void {
   const temp = join(dirname(path), `.${basename(path)}.${randomBytes(8).toString('hex')}.istio-cni.tmp`);
   const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, owner.mode);
-  let written: Stats;
+  // The descriptor stays open until the check after the rename: while it is, no other file can get
+  // this inode's number, so the same number at `path` is this very file.
   try {
-    write(fd);
-    fchmodSync(fd, owner.mode);
-    if (owner.uid !== undefined && owner.gid !== undefined) fchownSync(fd, owner.uid, owner.gid);
-    fsyncSync(fd);
-    written = fstatSync(fd);
-  } catch (err) {
-    rmSync(temp, { force: true });
-    throw err;
+    let written: Stats;
+    try {
+      write(fd);
+      fchmodSync(fd, owner.mode);
+      if (owner.uid !== undefined && owner.gid !== undefined) fchownSync(fd, owner.uid, owner.gid);
+      fsyncSync(fd);
+      written = fstatSync(fd);
+      renameSync(temp, path);
+    } catch (err) {
+      // A failed write, or a directory at `path`: the temp file must not stay behind.
+      rmSync(temp, { force: true });
+      throw err;
+    }
+    const placed = lstatSync(path);
+    if (!placed.isFile() || placed.ino !== written.ino || placed.dev !== written.dev) throw new Error(`${path} was replaced by another process while it was being written`);
   } finally {
     closeSync(fd);
   }
-  try {
-    renameSync(temp, path);
-  } catch (err) {
-    // A directory at `path`, say: the temp file must not stay behind.
-    rmSync(temp, { force: true });
-    throw err;
-  }
-  const placed = lstatSync(path);
-  if (placed.ino !== written.ino || placed.dev !== written.dev) throw new Error(`${path} was replaced by another process while it was being written`);
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
@@ -52,7 +52,7 @@ describe('the executable copy into the CNI bin dir', () => {
         assert.ok(victim.unchanged(), `install ${i + 1} (exit ${once.code}) wrote through the link: ${readFileSync(victim.path, 'utf8').slice(0, 60)} mode ${mode(victim.path).toString(8)}`);
         if (once.code === 0) {
           const installed = join(node.binDir, 'istio-cni');
-          assert.ok(lstatSync(installed).isFile(), 'a successful install leaves a regular file');
+          assert.ok(lstatSync(installed).isFile(), `a successful install leaves a regular file, not ${lstatSync(installed).isSymbolicLink() ? `a link to ${readlinkSync(installed)}` : 'this'}: ${once.stderr}`);
           assert.equal(readFileSync(installed, 'utf8'), source.content);
         } else {
           assert.match(once.stderr, /replaced by another process|EEXIST|ENOENT/, once.stderr);
