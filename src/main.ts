@@ -13,9 +13,12 @@ import { createLogger, type Logger } from './log.ts';
 import { applyCapture, captureDifferences, removeCapture } from './netns/capture.ts';
 import { resolveBackend } from './netns/iptables.ts';
 import { stopExecuting } from './netns/exec.ts';
-import { checkNetnsPath } from './netns/netns.ts';
+import { openPodNetns, type PodNetns } from './netns/netns.ts';
 import { captureSettingsFor } from './redirect/profile.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
+
+/** How many differences CHECK's error names. */
+const MAX_DIFFERENCES_NAMED = 50;
 
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
@@ -32,20 +35,20 @@ async function cmdAdd({ config, invocation, summary }: VerbContext): Promise<obj
   if (decision.redirect) {
     // Validated before the netns is touched: a bad annotation changes nothing.
     const settings = captureSettings(config, decision);
-    requireNetns(invocation.netns);
-    summary.rules = await applyCapture(invocation.netns, resolveBackend(config.iptablesBackend), settings);
+    summary.rules = await applyCapture(requireNetns(invocation.netns), resolveBackend(config.iptablesBackend), settings);
   }
   return passThroughResult(config);
 }
 
 async function cmdDel({ config, invocation, summary }: VerbContext): Promise<undefined> {
   // The sandbox may be gone already (containerd's second DEL has no netns): nothing left to undo.
-  if (invocation.netns === '' || !checkNetnsPath(invocation.netns)) {
+  const netns = invocation.netns === '' ? undefined : openPodNetns(invocation.netns);
+  if (netns === undefined) {
     summary.rules = 'netns gone';
     return;
   }
   // DEL makes no API call: TPROXY's mark and route table are fixed, so the defaults find them.
-  const removed = await removeCapture(invocation.netns, resolveBackend(config.iptablesBackend), DEFAULT_SETTINGS);
+  const removed = await removeCapture(netns, resolveBackend(config.iptablesBackend), DEFAULT_SETTINGS);
   summary.rules = removed ? 'removed' : 'none';
 }
 
@@ -54,10 +57,11 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   const decision = await decide(config, invocation.args);
   noteDecision(summary, decision);
   const settings = decision.redirect ? captureSettings(config, decision) : undefined;
-  requireNetns(invocation.netns);
-  const found = await captureDifferences(invocation.netns, resolveBackend(config.iptablesBackend), settings);
+  const found = await captureDifferences(requireNetns(invocation.netns), resolveBackend(config.iptablesBackend), settings);
   if (found.length > 0) {
-    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.join('; '));
+    // A netns may hold any number of rules (a pod with NET_ADMIN owns it): name the first few.
+    const more = found.length > MAX_DIFFERENCES_NAMED ? `; and ${found.length - MAX_DIFFERENCES_NAMED} more` : '';
+    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.slice(0, MAX_DIFFERENCES_NAMED).join('; ') + more);
   }
   summary.rules = 'as expected';
 }
@@ -95,8 +99,10 @@ function requireVersion(version: CniVersion, minimum: CniVersion, verb: string):
   }
 }
 
-function requireNetns(netns: string): void {
-  if (!checkNetnsPath(netns)) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${netns} does not exist`);
+function requireNetns(path: string): PodNetns {
+  const netns = openPodNetns(path);
+  if (netns === undefined) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${path} does not exist`);
+  return netns;
 }
 
 function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {

@@ -2,7 +2,7 @@ import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { VERSION } from '../version.ts';
 import { serveHttp, type HttpRoutes, type HttpServer } from './http.ts';
-import { installBinary, missingPieces, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig, type InstalledBinaries } from './installer.ts';
+import { DIR_MODE, installBinary, missingPieces, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig, type InstalledBinaries } from './installer.ts';
 import { parseInstallSettings, SettingsError, type InstallSettings } from './settings.ts';
 import { installerConnection, READINESS_TAINT, setReadinessTaint } from './taint.ts';
 
@@ -27,7 +27,7 @@ export async function install(args: string[]): Promise<number> {
   const { settings, log } = started;
   try {
     const binaries = installBinary(settings, await executableToCopy(settings), log);
-    mkdirSync(settings.netDir, { recursive: true });
+    mkdirSync(settings.netDir, { recursive: true, mode: DIR_MODE });
     if (args.includes('--once')) {
       syncKubeconfig(settings, log);
       const placement = placeEntry(settings, log);

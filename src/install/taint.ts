@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { KubeConnection } from '../kube/kubeconfig.ts';
-import { openApiRequest, readText, statusError } from '../kube/transport.ts';
+import { MAX_OBJECT_BYTES, openApiRequest, readText, statusError } from '../kube/transport.ts';
 import type { InstallSettings } from './settings.ts';
 
 /**
@@ -45,7 +45,7 @@ export async function setReadinessTaint(conn: KubeConnection, nodeName: string, 
   for (let attempt = 1; ; attempt += 1) {
     const got = await openApiRequest(conn, { method: 'GET', path, idleTimeoutMs: REQUEST_IDLE_MS, signal });
     if (got.statusCode !== 200) throw await statusError(got);
-    const node = Node.parse(JSON.parse(await readText(got)));
+    const node = Node.parse(JSON.parse(await readText(got, MAX_OBJECT_BYTES)));
     const taints = node.spec?.taints ?? [];
     if (taints.some((t) => t.key === READINESS_TAINT.key) === wanted) return false;
     const next = wanted ? [...taints, READINESS_TAINT] : taints.filter((t) => t.key !== READINESS_TAINT.key);

@@ -68,16 +68,32 @@ export async function openApiRequest(conn: KubeConnection, request: ApiRequest):
   });
 }
 
-/** The whole response body as text. */
-export async function readText(res: IncomingMessage): Promise<string> {
+/**
+ * Bounds on what a long-running client buffers from the API server: one object or watch event (a Pod
+ * is at most 1.5 MiB, etcd's request limit), a list of one node's pods, an error's Status.
+ */
+export const MAX_OBJECT_BYTES = 4 * 1024 * 1024;
+export const MAX_LIST_BYTES = 32 * 1024 * 1024;
+const MAX_STATUS_BYTES = 64 * 1024;
+
+/** The whole response body as text; the response is dropped, and this rejects, beyond `maxBytes`. */
+export async function readText(res: IncomingMessage, maxBytes: number): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of res) chunks.push(chunk as Buffer);
+  let length = 0;
+  for await (const chunk of res) {
+    length += (chunk as Buffer).length;
+    if (length > maxBytes) {
+      res.destroy();
+      throw new Error(`response larger than ${maxBytes} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks).toString('utf8');
 }
 
 /** A non-2xx response as an ApiStatusError carrying the API server's Status message. */
 export async function statusError(res: IncomingMessage): Promise<ApiStatusError> {
   // A body that is not a Status object leaves the HTTP status alone to say it.
-  const message = statusMessage(await readText(res).catch(() => ''));
+  const message = statusMessage(await readText(res, MAX_STATUS_BYTES).catch(() => ''));
   return new ApiStatusError(res.statusCode ?? 0, `HTTP ${res.statusCode}${message === '' ? '' : ` ${message}`}`);
 }

@@ -5,17 +5,18 @@ import { buildRuleSet, usesTproxyRouting } from '../redirect/ruleset.ts';
 import type { RedirectSettings } from '../redirect/settings.ts';
 import { executeInNetns } from './exec.ts';
 import { applyRuleSet, readState, removeRuleSet, type Backend } from './iptables.ts';
+import type { PodNetns } from './netns.ts';
 
 const IP = '/usr/sbin/ip';
 const FAMILIES: readonly Family[] = [4, 6];
 /** Istio's inbound passthrough source for IPv6; lo only has ::1 by default. */
 const IPV6_PASSTHROUGH_ADDRESS = '::6/128';
 
-async function ip(netns: string, args: string[]) {
+async function ip(netns: PodNetns, args: string[]) {
   return executeInNetns(netns, [IP, ...args]);
 }
 
-async function ipOrFail(netns: string, args: string[]): Promise<string> {
+async function ipOrFail(netns: PodNetns, args: string[]): Promise<string> {
   const result = await ip(netns, args);
   if (result.code !== 0) {
     throw new CniError(ErrorCode.IptablesFailed, `ip ${args.join(' ')} failed`, `${netns}: ${result.stderr.trim()}`);
@@ -26,19 +27,19 @@ async function ipOrFail(netns: string, args: string[]): Promise<string> {
 /** `fwmark 0x539 lookup 133` as `ip rule show` prints it. */
 const tproxyRuleText = (s: RedirectSettings) => `fwmark 0x${s.tproxyMark.toString(16)} lookup ${s.tproxyRouteTable}`;
 
-async function hasTproxyRule(netns: string, family: Family, s: RedirectSettings): Promise<boolean> {
+async function hasTproxyRule(netns: PodNetns, family: Family, s: RedirectSettings): Promise<boolean> {
   return (await ipOrFail(netns, [`-${family}`, 'rule', 'show'])).includes(tproxyRuleText(s));
 }
 
 /** TPROXY-marked packets are routed to lo: a policy rule for the mark and a local default route. */
-async function addTproxyRouting(netns: string, family: Family, s: RedirectSettings): Promise<void> {
+async function addTproxyRouting(netns: PodNetns, family: Family, s: RedirectSettings): Promise<void> {
   if (!(await hasTproxyRule(netns, family, s))) {
     await ipOrFail(netns, [`-${family}`, 'rule', 'add', 'fwmark', String(s.tproxyMark), 'lookup', String(s.tproxyRouteTable)]);
   }
   await ipOrFail(netns, [`-${family}`, 'route', 'replace', 'local', 'default', 'dev', 'lo', 'table', String(s.tproxyRouteTable)]);
 }
 
-async function removeTproxyRouting(netns: string, family: Family, s: RedirectSettings): Promise<void> {
+async function removeTproxyRouting(netns: PodNetns, family: Family, s: RedirectSettings): Promise<void> {
   while (await hasTproxyRule(netns, family, s)) {
     await ipOrFail(netns, [`-${family}`, 'rule', 'del', 'fwmark', String(s.tproxyMark), 'lookup', String(s.tproxyRouteTable)]);
   }
@@ -50,7 +51,7 @@ async function removeTproxyRouting(netns: string, family: Family, s: RedirectSet
  * Programs every family the pod needs, each in one restore. When a later family fails, the families
  * already programmed are removed again: the pod ends with all of its rules or none of them.
  */
-export async function applyCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<string> {
+export async function applyCapture(netns: PodNetns, backend: Backend, settings: RedirectSettings): Promise<string> {
   const needed = FAMILIES.map((family) => ({ family, ruleSet: buildRuleSet(settings, family) })).filter(({ ruleSet }) => ruleSet.length > 0);
   const done: Family[] = [];
   try {
@@ -76,7 +77,7 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
 }
 
 /** Removes our rules of both families (and TPROXY's routing when it was in use); true when anything was there. */
-export async function removeCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<boolean> {
+export async function removeCapture(netns: PodNetns, backend: Backend, settings: RedirectSettings): Promise<boolean> {
   let removed = false;
   for (const family of FAMILIES) {
     const owned = await removeRuleSet(netns, backend, family);
@@ -87,12 +88,12 @@ export async function removeCapture(netns: string, backend: Backend, settings: R
 }
 
 /** How the netns differs from what the pod needs, in both families; empty when it matches. */
-export async function captureDifferences(netns: string, backend: Backend, settings: RedirectSettings | undefined): Promise<string[]> {
+export async function captureDifferences(netns: PodNetns, backend: Backend, settings: RedirectSettings | undefined): Promise<string[]> {
   const found: string[] = [];
   for (const family of FAMILIES) {
     const expected = settings ? buildRuleSet(settings, family) : [];
     const label = family === 6 ? 'ipv6 ' : '';
-    found.push(...differences(expected, await readState(netns, backend, family)).map((line) => label + line));
+    for (const line of differences(expected, await readState(netns, backend, family))) found.push(label + line);
     if (settings && usesTproxyRouting(settings) && expected.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }

@@ -1,6 +1,8 @@
 import { join } from 'node:path';
-import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, ListWatch, Watch, type Cluster, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { Agent } from 'undici';
+import { MAX_LIST_BYTES } from '../kube/transport.ts';
 import type { PodStore } from './store.ts';
 
 export interface ApiAccess {
@@ -29,6 +31,7 @@ export function watchNodePods(api: ApiAccess, nodeName: string, store: PodStore,
     contexts: [{ name: 'istio-cni', cluster: 'cluster', user: 'istio-cni' }],
     currentContext: 'istio-cni',
   });
+  boundResponses(config);
   const core = config.makeApiClient(CoreV1Api);
   const fieldSelector = `spec.nodeName=${nodeName}`;
   const watch = new Watch(config);
@@ -69,5 +72,19 @@ export function watchNodePods(api: ApiAccess, nodeName: string, store: PodStore,
       clearTimeout(retry);
       void informer.stop();
     },
+  };
+}
+
+/**
+ * Every request of the informer (the list, and each watch over its 300 s) goes through a dispatcher
+ * that drops a response beyond MAX_LIST_BYTES: the client buffers a list whole and a watch event up to
+ * its newline, and an answer that never ends must not take the installer's memory. The informer then
+ * reports an error and starts again after its back-off. (The client's dispatcher factory is typed
+ * private: it is replaced on this instance, keeping its connection options.)
+ */
+function boundResponses(config: KubeConfig): void {
+  (config as unknown as { createDispatcher: (cluster: Cluster | null, agentOptions: object) => Agent }).createDispatcher = (cluster, agentOptions) => {
+    const options = config.createDispatcherOptions(cluster, agentOptions);
+    return new Agent({ ...('connect' in options ? { connect: options.connect } : {}), maxResponseSize: MAX_LIST_BYTES });
   };
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { KubeConnection } from '../kube/kubeconfig.ts';
-import { ApiStatusError, openApiRequest, readText, statusError } from '../kube/transport.ts';
+import { ApiStatusError, MAX_LIST_BYTES, MAX_OBJECT_BYTES, openApiRequest, readText, statusError } from '../kube/transport.ts';
 import { WatchedPod } from './pod.ts';
 
 const REQUEST_IDLE_MS = 30_000;
@@ -27,7 +27,7 @@ const podPath = (namespace: string, name: string) => `/api/v1/namespaces/${encod
 export async function listNodePods(conn: KubeConnection, nodeName: string, signal: AbortSignal): Promise<PodList> {
   const res = await openApiRequest(conn, { method: 'GET', path: nodePods(nodeName), idleTimeoutMs: REQUEST_IDLE_MS, signal });
   if (res.statusCode !== 200) throw await statusError(res);
-  return parse(PodList, await readText(res), 'pod list');
+  return parse(PodList, await readText(res, MAX_LIST_BYTES), 'pod list');
 }
 
 /**
@@ -50,6 +50,8 @@ export async function watchNodePods(
     pending += (chunk as Buffer).toString('utf8');
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
+    // One event is one object: a line that never ends is not buffered without bound.
+    if (pending.length > MAX_OBJECT_BYTES) throw new Error(`watch event larger than ${MAX_OBJECT_BYTES} bytes`);
     for (const line of lines) {
       if (line.trim() === '') continue;
       const event = parse(WatchEvent, line, 'watch event');
@@ -73,7 +75,8 @@ export async function labelPod(conn: KubeConnection, pod: WatchedPod, key: strin
     signal,
   });
   if (res.statusCode !== 200) throw await statusError(res);
-  res.resume();
+  // The status says it all; a body that never ends is not read.
+  res.destroy();
 }
 
 /**
@@ -89,11 +92,11 @@ export async function deletePod(conn: KubeConnection, pod: WatchedPod, signal: A
     signal,
   });
   if (res.statusCode === 404 || res.statusCode === 409) {
-    res.resume();
+    res.destroy();
     return false;
   }
   if (res.statusCode !== 200 && res.statusCode !== 202) throw await statusError(res);
-  res.resume();
+  res.destroy();
   return true;
 }
 
