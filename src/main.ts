@@ -14,6 +14,7 @@ import { applyCapture, captureDifferences, removeCapture } from './netns/capture
 import { resolveBackend } from './netns/iptables.ts';
 import { stopExecuting } from './netns/exec.ts';
 import { checkNetnsPath } from './netns/netns.ts';
+import { InvalidCaptureValue } from './redirect/errors.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
 import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
@@ -99,13 +100,18 @@ function requireNetns(netns: string): void {
   if (!checkNetnsPath(netns)) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${netns} does not exist`);
 }
 
+/** The pod's capture settings; a value the rule core refuses is the protocol's error 106. */
 function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {
-  return settingsFromPod({
-    annotations: decision.annotations,
-    proxy: decision.proxy,
-    podIps: addressesOf(config.prevResult),
-    defaults: config.capture,
-  });
+  try {
+    return settingsFromPod({
+      annotations: decision.annotations,
+      proxy: decision.proxy,
+      podIps: addressesOf(config.prevResult),
+      defaults: config.capture,
+    });
+  } catch (err) {
+    throw err instanceof InvalidCaptureValue ? new CniError(ErrorCode.InvalidAnnotation, err.message, err.details) : err;
+  }
 }
 
 function noteDecision(summary: Summary, decision: Decided): void {

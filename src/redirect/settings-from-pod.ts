@@ -1,5 +1,5 @@
-import { CniError, ErrorCode } from '../cni/errors.ts';
 import { familyOfAddress, parseCidr, type Cidr } from './cidr.ts';
+import { InvalidCaptureValue } from './errors.ts';
 import { DEFAULT_SETTINGS, type CaptureDefaults, type RedirectSettings } from './settings.ts';
 
 /** The pod annotations that shape traffic capture, as Istio names them. */
@@ -39,8 +39,8 @@ const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 const TRUE_WORDS = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
 const FALSE_WORDS = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
 
-function invalid(source: string, value: string, why: string): CniError {
-  return new CniError(ErrorCode.InvalidAnnotation, `invalid value for ${source}`, `${source}=${JSON.stringify(value)}: ${why}`);
+function invalid(source: string, value: string, why: string): InvalidCaptureValue {
+  return new InvalidCaptureValue(`invalid value for ${source}`, `${source}=${JSON.stringify(value)}: ${why}`);
 }
 
 /** Istio's list syntax: comma-separated, whitespace around the value and each item ignored; an empty
