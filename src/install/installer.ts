@@ -45,7 +45,8 @@ export function syncKubeconfig(settings: InstallSettings, log: Logger): void {
   log.info({ path, server: settings.api.server }, 'wrote the kubeconfig');
 }
 
-export type Placement = 'placed' | 'no-config' | 'changed-meanwhile';
+/** placed: our entry was there already; inserted: it was written now. */
+export type Placement = 'placed' | 'inserted' | 'no-config' | 'changed-meanwhile';
 
 /**
  * Puts our entry last in the runtime's config and takes it out of every other config file, so it
@@ -64,7 +65,7 @@ export function placeEntry(settings: InstallSettings, log: Logger): Placement {
   if (primary === undefined) return 'no-config';
   if (!primary.single && entryIsInPlace(primary.list, settings.entry)) return 'placed';
   const text = files.get(primary.fileName)!;
-  return rewrite(settings.netDir, primary, text, withEntry(primary.list, settings.entry), log) ? 'placed' : 'changed-meanwhile';
+  return rewrite(settings.netDir, primary, text, withEntry(primary.list, settings.entry), log) ? 'inserted' : 'changed-meanwhile';
 }
 
 /** Takes our entry out of every config file in net.d (the other plugins stay as they are). */

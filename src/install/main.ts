@@ -1,5 +1,8 @@
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import pino, { type Logger } from 'pino';
+import type { NodePodsHandler } from '../kube/node-pods.ts';
+import type { HttpServer } from './http.ts';
+import type { InstallerMetrics, InstallFailure } from './metrics.ts';
 import { installBinary, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig } from './installer.ts';
 import { parseInstallSettings, SettingsError, type InstallSettings } from './settings.ts';
 
@@ -24,7 +27,7 @@ export async function install(args: string[]): Promise<number> {
     if (args.includes('--once')) {
       syncKubeconfig(settings, log);
       const placement = placeEntry(settings, log);
-      if (placement === 'placed') return 0;
+      if (placement === 'placed' || placement === 'inserted') return 0;
       log.error({ dir: settings.netDir, placement }, 'our entry is not in place');
       return 1;
     }
@@ -83,21 +86,35 @@ function removeEverything(settings: InstallSettings, log: Logger): void {
 /**
  * Re-checks the kubeconfig and our entry whenever net.d or the service-account volume changes
  * (calico rewriting its config, a new file sorting first, kubelet swapping in a rotated token),
- * until a signal; then removes everything and resolves with the exit code.
+ * until a signal; then removes everything and resolves with the exit code. Beside it: the HTTP
+ * port (metrics), and this node's pods watched for the pod cache and repair.
  */
 async function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> {
+  const { InstallerMetrics } = await import('./metrics.ts');
+  const metrics = new InstallerMetrics();
+  const http = await startHttp(settings, metrics, log);
   // Serving before our entry names the socket: the plugin's first question finds it.
-  const cache = await startPodCache(settings, log);
+  const agents = await startNodeAgents(settings, metrics, log);
   let timer: NodeJS.Timeout | undefined;
   let waiting = false;
+  let insertedBefore = false;
   const round = () => {
     timer = undefined;
+    let step: InstallFailure = 'CREATE_KUBECONFIG_FAILURE';
     try {
       syncKubeconfig(settings, log);
+      step = 'CREATE_CNI_CONFIG_FAILURE';
       const placement = placeEntry(settings, log);
+      if (placement === 'inserted') {
+        metrics.inserted(insertedBefore);
+        insertedBefore = true;
+      }
+      metrics.setReady(placement === 'placed' || placement === 'inserted');
       if (placement === 'no-config' && !waiting) log.info({ dir: settings.netDir }, 'waiting for a CNI network config');
       waiting = placement === 'no-config';
     } catch (err) {
+      metrics.failed(step);
+      metrics.setReady(false);
       log.error({ err }, 'could not put our entry in place; retrying');
       timer ??= setTimeout(round, RETRY_MS);
     }
@@ -124,41 +141,95 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
         log.error({ err }, 'clean-up failed');
         code = 1;
       }
-      void (cache?.close() ?? Promise.resolve()).then(() => resolve(code));
+      metrics.setReady(false);
+      void Promise.all([agents.close(), http?.close()]).then(() => resolve(code));
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
   round();
   // Logged once the signal handlers are in place: from here on a SIGTERM always cleans up.
-  log.info({ netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off' }, 'watching for changes');
+  log.info({ netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off', repair: settings.repair?.mode ?? 'off' }, 'watching for changes');
   return stopped;
 }
 
-/** The node-local pod cache: this node's pods from a watch, served to the plugin on a unix socket. */
-async function startPodCache(settings: InstallSettings, log: Logger): Promise<{ close(): Promise<void> } | undefined> {
-  if (settings.podCache === undefined || settings.api === undefined) {
-    log.info('pod cache off: it needs NODE_NAME, KUBERNETES_SERVICE_HOST and POD_CACHE_SOCKET');
-    return undefined;
-  }
-  const { PodStore } = await import('../podcache/store.ts');
-  const { servePodCache } = await import('../podcache/server.ts');
-  const { watchNodePods } = await import('../podcache/watch.ts');
-  const store = new PodStore();
-  let server: Awaited<ReturnType<typeof servePodCache>>;
+/** The HTTP port with /metrics; one that cannot be bound is logged and the installer carries on without it. */
+async function startHttp(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<HttpServer | undefined> {
+  if (settings.monitoringPort === undefined) return undefined;
+  const { serveHttp } = await import('./http.ts');
   try {
-    server = await servePodCache(settings.podCache.socketPath, store, log);
+    const server = await serveHttp(settings.monitoringPort, {
+      '/metrics': async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    }, log);
+    log.info({ port: server.port, path: '/metrics' }, 'serving metrics');
+    return server;
   } catch (err) {
-    // The plugin then asks the API server, as without a cache: no reason to keep pods from starting.
-    log.error({ error: (err as Error).message }, 'pod cache: cannot serve; running without it');
+    log.error({ port: settings.monitoringPort, error: (err as Error).message }, 'cannot serve metrics; running without them');
     return undefined;
   }
-  const watch = watchNodePods({ ...settings.api, serviceAccountDir: settings.serviceAccountDir }, settings.podCache.nodeName, store, log);
-  log.info({ socket: settings.podCache.socketPath, node: settings.podCache.nodeName }, 'pod cache: serving');
+}
+
+/**
+ * The node-local pod cache (this node's pods served to the plugin on a unix socket) and repair
+ * (pods that started without capture, labelled or deleted), both fed by one watch of this node's
+ * pods, with the official client's informer.
+ */
+async function startNodeAgents(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<{ close(): Promise<void> }> {
+  const nothing = { close: async () => {} };
+  if (settings.api === undefined) {
+    log.info('pod cache and repair off: they need KUBERNETES_SERVICE_HOST');
+    return nothing;
+  }
+  // Imported by name: esbuild keeps the client's generated API groups out only for static imports.
+  const { coreClient, serviceAccountConfig, watchNodePods } = await import('../kube/node-pods.ts');
+  const config = serviceAccountConfig(settings.api.server, settings.api.skipTlsVerify, settings.serviceAccountDir);
+  const handlers: NodePodsHandler[] = [];
+  const closing: (() => Promise<void> | void)[] = [];
+  let onListed = (pods: number) => log.info({ pods }, 'listed this node\'s pods');
+
+  if (settings.podCache === undefined) log.info('pod cache off: it needs NODE_NAME and POD_CACHE_SOCKET');
+  else {
+    const { PodStore } = await import('../podcache/store.ts');
+    const { servePodCache } = await import('../podcache/server.ts');
+    const store = new PodStore();
+    try {
+      const server = await servePodCache(settings.podCache.socketPath, store, log, {
+        answered: (found) => metrics.cacheAnswered(found),
+        reported: (report) => metrics.pluginReported(report),
+      });
+      closing.push(() => server.close());
+      handlers.push({
+        put: (pod) => {
+          if (!store.put(pod)) log.warn({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}` }, 'pod cache: not a pod the plugin can read; left out');
+        },
+        remove: (pod) => store.remove(pod),
+      });
+      onListed = (pods) => {
+        store.synced = true;
+        log.info({ pods }, 'pod cache: listed this node\'s pods');
+      };
+      log.info({ socket: settings.podCache.socketPath, node: settings.podCache.nodeName }, 'pod cache: serving');
+    } catch (err) {
+      // The plugin then asks the API server, as without a cache: no reason to keep pods from starting.
+      log.error({ error: (err as Error).message }, 'pod cache: cannot serve; running without it');
+    }
+  }
+
+  if (settings.repair !== undefined) {
+    const { repairController } = await import('../repair/controller.ts');
+    const controller = repairController(coreClient(config), settings.repair, log, (type, result) => metrics.repair(type, result));
+    handlers.push(controller);
+    closing.push(() => controller.stop());
+    log.info({ mode: settings.repair.mode, node: settings.repair.nodeName }, 'repair: on');
+  }
+
+  const nodeName = settings.repair?.nodeName ?? settings.podCache?.nodeName;
+  if (handlers.length === 0 || nodeName === undefined) return nothing;
+  const watch = watchNodePods(config, nodeName, { put: (pod) => handlers.forEach((h) => h.put(pod)), remove: (pod) => handlers.forEach((h) => h.remove(pod)) }, log, onListed);
   return {
     async close() {
       watch.stop();
-      await server.close();
+      await Promise.all(closing.map((close) => close()));
     },
   };
 }

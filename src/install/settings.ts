@@ -52,6 +52,14 @@ const InstallEnv = z.object({
   /** The pod cache's socket, the same path on the host and in this container (the DaemonSet mounts its directory there); empty: no cache. */
   POD_CACHE_SOCKET: z.union([AbsolutePath, z.literal('')]).default('/var/run/istio-cni/pod-cache.sock'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  /** The HTTP port for /metrics, Istio's 15014 by default; 0: any free port (logged); empty: none. */
+  MONITORING_PORT: z
+    .union([z.literal(''), z.string().regex(/^[0-9]{1,5}$/, 'must be a port number (0-65535) or empty').transform(Number).pipe(z.number().max(65535))])
+    .default(15014),
+  /** Repair, as Istio's installer names its settings: on, and which of its two actions (one of them). */
+  REPAIR_ENABLED: Flag.default(false),
+  REPAIR_LABEL_PODS: Flag.default(false),
+  REPAIR_DELETE_PODS: Flag.default(false),
 });
 
 export interface InstallSettings {
@@ -68,6 +76,9 @@ export interface InstallSettings {
   /** The node-local pod cache: on when the node's name, the API server and a socket path are known. */
   podCache: { socketPath: string; nodeName: string } | undefined;
   logLevel: z.output<typeof InstallEnv>['LOG_LEVEL'];
+  monitoringPort: number | undefined;
+  /** The repair controller in this process: on with a node name, the API server and one action. */
+  repair: { mode: 'label' | 'delete'; nodeName: string } | undefined;
 }
 
 export class SettingsError extends Error {}
@@ -102,7 +113,20 @@ export function parseInstallSettings(env: NodeJS.ProcessEnv): InstallSettings {
     binarySource: e.CNI_BINARY_SOURCE,
     podCache,
     logLevel: e.LOG_LEVEL,
+    monitoringPort: e.MONITORING_PORT === '' ? undefined : e.MONITORING_PORT,
+    repair: repairSettings(e),
   };
+}
+
+function repairSettings(e: z.output<typeof InstallEnv>): InstallSettings['repair'] {
+  if (!e.REPAIR_ENABLED) return undefined;
+  if (e.REPAIR_LABEL_PODS === e.REPAIR_DELETE_PODS) {
+    throw new SettingsError('invalid environment: REPAIR_ENABLED needs exactly one of REPAIR_LABEL_PODS and REPAIR_DELETE_PODS (repairing a pod in place, REPAIR_REPAIR_PODS, is not supported)');
+  }
+  if (e.NODE_NAME === undefined || e.KUBERNETES_SERVICE_HOST === undefined) {
+    throw new SettingsError('invalid environment: REPAIR_ENABLED needs NODE_NAME (the node whose pods to repair) and KUBERNETES_SERVICE_HOST');
+  }
+  return { mode: e.REPAIR_LABEL_PODS ? 'label' : 'delete', nodeName: e.NODE_NAME };
 }
 
 function serverUrl(protocol: string, host: string, port: number): string {
