@@ -480,8 +480,8 @@ export function primaryConflist(): string {
   }, null, 2)}\n`;
 }
 
-/** The Kubernetes kit's bin dir, built when missing (20-40 min cold on 2 cores). */
-export async function kitBins(kit: 'k8s' | 'istio'): Promise<string> {
+/** A kit's bin dir (cluster/build.sh), built when missing (k8s, istio: 10-20 min cold on 2 cores; helm: 2 min). */
+export async function kitBins(kit: 'k8s' | 'istio' | 'helm'): Promise<string> {
   const r = await new Promise<RunResult>((resolve) => {
     const child = spawn('/usr/bin/bash', [join(REPO_ROOT, 'cluster', 'build.sh'), kit], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } });
     let stdout = '';
