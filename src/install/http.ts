@@ -1,53 +1,59 @@
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 
-/** What a route answers: the status (200 unless said), the content type and the body. */
-export interface Answer {
-  status?: number;
-  contentType: string;
+export interface HttpAnswer {
+  status: number;
   body: string;
+  contentType?: string;
 }
-export type Route = () => Answer | Promise<Answer>;
+
+/** Path -> what a GET of it answers. The probes' routes live in src/install/main.ts; metrics can join them. */
+export type HttpRoutes = Record<string, () => HttpAnswer | Promise<HttpAnswer>>;
 
 export interface HttpServer {
-  /** The port it listens on (the one asked for, or the kernel's pick for 0). */
   port: number;
   close(): Promise<void>;
 }
 
 /**
- * The DaemonSet's HTTP port: GET (or HEAD) of one of `routes`' paths, anything else 404/405. One
- * server for every route the node agent serves (metrics today; probes can be added beside it). It
- * listens on every address: the pod is on the host network and Prometheus scrapes the node's.
+ * The DaemonSet's HTTP endpoint (host network: the kubelet probes the node's address). GET or HEAD
+ * of a route answers what the route returns; any other path is 404, any other method 405.
  */
-export async function serveHttp(port: number, routes: Record<string, Route>, log: Logger): Promise<HttpServer> {
-  const server: Server = createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://node').pathname;
-    const route = routes[path];
-    const send = ({ status = 200, contentType, body }: Answer) => {
-      res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) });
-      res.end(req.method === 'HEAD' ? undefined : body);
+export function serveHttp(listen: { address: string | undefined; port: number }, routes: HttpRoutes, log: Logger): Promise<HttpServer> {
+  const server = createServer((req, res) => {
+    const route = Object.hasOwn(routes, pathOf(req.url)) ? routes[pathOf(req.url)] : undefined;
+    const send = (answer: HttpAnswer) => {
+      res.writeHead(answer.status, { 'Content-Type': answer.contentType ?? 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : answer.body);
     };
-    if (route === undefined) return send({ status: 404, contentType: 'text/plain', body: `no such path: ${path}\n` });
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send({ status: 405, contentType: 'text/plain', body: 'GET or HEAD only\n' });
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send({ status: 405, body: 'GET or HEAD only\n' });
+    if (route === undefined) return send({ status: 404, body: `routes: ${Object.keys(routes).join(' ')}\n` });
     Promise.resolve()
       .then(route)
-      .then(send, (err: unknown) => {
-        log.error({ path, error: (err as Error)?.message ?? String(err) }, 'http: route failed');
-        send({ status: 500, contentType: 'text/plain', body: 'internal error\n' });
+      .then(send, (err: Error) => {
+        log.error({ path: pathOf(req.url), error: err.message }, 'http: route failed');
+        send({ status: 500, body: `${err.message}\n` });
       });
   });
-  await new Promise<void>((resolve, reject) => {
+  // A probe that hangs must not hold a socket forever.
+  server.requestTimeout = 10_000;
+  return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, () => resolve());
+    server.listen(listen.port, listen.address, () => {
+      server.off('error', reject);
+      server.on('error', (err) => log.error({ error: err.message }, 'http: server error'));
+      resolve({
+        port: (server.address() as AddressInfo).port,
+        close: () => new Promise<void>((done) => {
+          server.close(() => done());
+          server.closeAllConnections();
+        }),
+      });
+    });
   });
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+}
+
+function pathOf(url: string | undefined): string {
+  return (url ?? '/').split('?')[0]!;
 }

@@ -92,7 +92,7 @@ function removeEverything(settings: InstallSettings, log: Logger): void {
 async function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> {
   const { InstallerMetrics } = await import('./metrics.ts');
   const metrics = new InstallerMetrics();
-  const http = await startHttp(settings, metrics, log);
+  const metricsServer = await startMetrics(settings, metrics, log);
   // Serving before our entry names the socket: the plugin's first question finds it.
   const agents = await startNodeAgents(settings, metrics, log);
   let timer: NodeJS.Timeout | undefined;
@@ -142,7 +142,7 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
         code = 1;
       }
       metrics.setReady(false);
-      void Promise.all([agents.close(), http?.close()]).then(() => resolve(code));
+      void Promise.all([agents.close(), metricsServer?.close()]).then(() => resolve(code));
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -153,13 +153,16 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
   return stopped;
 }
 
-/** The HTTP port with /metrics; one that cannot be bound is logged and the installer carries on without it. */
-async function startHttp(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<HttpServer | undefined> {
+/**
+ * /metrics on its own port (Istio's installer serves it on 15014, apart from its probes), on every
+ * address: Prometheus scrapes the node's. One that cannot be bound is logged; the installer carries on.
+ */
+async function startMetrics(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<HttpServer | undefined> {
   if (settings.monitoringPort === undefined) return undefined;
   const { serveHttp } = await import('./http.ts');
   try {
-    const server = await serveHttp(settings.monitoringPort, {
-      '/metrics': async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    const server = await serveHttp({ address: undefined, port: settings.monitoringPort }, {
+      '/metrics': async () => ({ status: 200, contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
     }, log);
     log.info({ port: server.port, path: '/metrics' }, 'serving metrics');
     return server;
