@@ -2,7 +2,8 @@
  * The plugin on a real one-node Kubernetes cluster (test/harness/cluster.ts): etcd,
  * kube-apiserver, kube-controller-manager, kube-scheduler and kubelet v1.37.2 built from source,
  * Debian's containerd 1.6, a bridge + host-local conflist standing in for calico, our DaemonSet
- * applied from deploy/ through cluster/overlay, and pods injected by `istioctl kube-inject`.
+ * installed by `helm install` of deploy/charts/istio-cni with cluster/values.yaml, and pods injected
+ * by `istioctl kube-inject`.
  * The cluster comes up once for this file (a cluster left from before is taken down first) and
  * goes down at its end; the tests run in order, each building on the ones before.
  */
@@ -120,14 +121,16 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     await h.cleanupAll();
   });
 
-  it('the overlay changes deploy/istio-cni.yaml only in the image and the node\'s paths', async () => {
-    const render = async (dir: string) => parseAllDocuments((await c.kubectl(['kustomize', dir])).stdout).map((d) => d.toJS() as K8sObject);
-    const base = await render(join(h.REPO_ROOT, 'deploy'));
-    const file = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
+  it('the chart is installed as a Helm release, and the cluster\'s values change deploy/istio-cni.yaml only in the image and the node\'s paths', async () => {
+    const releases = JSON.parse((await c.helm(['list', '--namespace', 'kube-system', '--output', 'json'])).stdout) as Array<{ name: string; status: string; chart: string }>;
+    assert.deepEqual(releases.map((r) => [r.name, r.status, r.chart]), [[c.RELEASE, 'deployed', 'istio-cni-0.1.0']]);
+    const documents = (text: string) => parseAllDocuments(text).map((d) => d.toJS() as K8sObject).filter((d) => d !== null);
+    const installed = documents((await c.helm(['get', 'manifest', c.RELEASE, '--namespace', 'kube-system'])).stdout);
+    const file = documents(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8'));
+    const base = documents((await c.kubectl(['kustomize', join(h.REPO_ROOT, 'deploy')])).stdout);
     assert.deepEqual(sortByKind(base), sortByKind(file), 'deploy/ as a kustomize base is deploy/istio-cni.yaml as it is');
-    const overlay = await render(c.OVERLAY_DIR);
     // The ConfigMap's entry is JSON in a string: compare it parsed. The container's environment
-    // is compared by name (a strategic merge patch may reorder it; nothing here refers to another).
+    // is compared by name.
     const parsed = (docs: K8sObject[]) => sortByKind(docs).map((d) => {
       if (d.kind === 'ConfigMap') return { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } };
       if (d.kind !== 'DaemonSet') return d;
@@ -137,7 +140,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
       }
       return ds;
     });
-    assert.deepEqual(differences(parsed(base), parsed(overlay)), [
+    assert.deepEqual(differences(parsed(file), parsed(installed)), [
       '[2].data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
       '[2].data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
       '[3].spec.template.spec.containers[0].env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
@@ -260,14 +263,32 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     }
   });
 
+  it('4b. metrics: the DaemonSet\'s port 15014 on the node counts the kubelet\'s ADDs as the plugin reported them, the cache\'s answers and the install', async () => {
+    const res = await fetch(`http://${c.NET.nodeIp}:15014/metrics`);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const lines = (prefix: string) => text.split('\n').filter((l) => l.startsWith(prefix)).sort();
+    // The two injected web pods, the two pods passed in 4.; nothing deleted yet.
+    assert.deepEqual(lines('istio_cni_plugin_verbs_total{'), [
+      'istio_cni_plugin_verbs_total{verb="ADD",decision="pass",code="0"} 2',
+      'istio_cni_plugin_verbs_total{verb="ADD",decision="redirect",code="0"} 2',
+    ]);
+    assert.ok(lines('istio_cni_plugin_verb_duration_seconds_count{').includes('istio_cni_plugin_verb_duration_seconds_count{verb="ADD",decision="redirect"} 2'), text);
+    assert.deepEqual(lines('istio_cni_pod_cache_answers_total{'), ['istio_cni_pod_cache_answers_total{found="true"} 2']);
+    assert.deepEqual(lines('istio_cni_installs_total{'), ['istio_cni_installs_total{result="SUCCESS"} 1']);
+    assert.deepEqual(lines('istio_cni_install_ready '), ['istio_cni_install_ready 1']);
+    assert.deepEqual(lines('istio_cni_repair_pods_repaired_total{'), [], 'no pod needed repair');
+  });
+
   it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin and repair need and nothing more', async () => {
     const granted = await permissions(c.PLUGIN_USER);
     // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
     const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
     const extra = [...granted].filter((p) => !baseline.has(p)).sort();
     // get: the plugin's direct lookup (when the pod cache misses); list, watch: the installer's
-    // pod cache and repair; patch, delete: repair's label and delete modes.
-    assert.deepEqual(extra, ['pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
+    // pod cache and repair (one watch for both); patch: repair's label mode (the chart's default;
+    // delete mode grants delete instead).
+    assert.deepEqual(extra, ['pods get', 'pods list', 'pods patch', 'pods watch']);
     // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
     // pod cache's list and watch.
     const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
@@ -294,7 +315,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     }
   });
 
-  it('6b. kubectl delete -k of the overlay: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
+  it('6b. helm uninstall: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
     await c.uninstallDaemonSet();
     await c.waitUntil('the installer\'s clean-up', async () => readdirSync(c.paths.cniNet).length === 1 || readdirSync(c.paths.cniNet).join(' '), 30_000);
     assert.deepEqual(readdirSync(c.paths.cniNet), [c.PRIMARY_CONFLIST]);

@@ -1,8 +1,8 @@
 // A real one-node Kubernetes cluster on this machine, as root and without systemd: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler (built from source by
 // `cluster/build.sh k8s`), Debian's containerd 1.6 and the kubelet, with a bridge + host-local
-// conflist standing in for calico and our DaemonSet applied from deploy/ through
-// cluster/overlay. Everything lives in CLUSTER_DIR; the processes are detached (they outlive the
+// conflist standing in for calico and our DaemonSet installed with `helm install` of the chart in
+// deploy/charts/istio-cni with cluster/values.yaml. Everything lives in CLUSTER_DIR; the processes are detached (they outlive the
 // `scripts/cluster.sh up` that starts them) and recorded by PID in its state file, which is
 // also what `down` undoes. One cluster per machine: fixed ports (2379, 2380, 6443, 10248,
 // 10250, 10257, 10259) and fixed names.
@@ -25,8 +25,11 @@ export const NODE_NAME = 'icni-node';
 /** The primary network (standing in for calico): its name, and its file in the node's net.d. */
 export const PRIMARY_NETWORK = 'icni-cluster';
 export const PRIMARY_CONFLIST = '10-icni-bridge.conflist';
-/** cluster/overlay: deploy/istio-cni.yaml with this cluster's image and host paths. */
-export const OVERLAY_DIR = join(REPO_ROOT, 'cluster', 'overlay');
+/** The chart, and the values that set this cluster's image and host paths. */
+export const CHART_DIR = join(REPO_ROOT, 'deploy', 'charts', 'istio-cni');
+export const CLUSTER_VALUES = join(REPO_ROOT, 'cluster', 'values.yaml');
+/** The Helm release of our DaemonSet, in kube-system. */
+export const RELEASE = 'istio-cni';
 export { NET };
 
 export const paths = {
@@ -39,15 +42,17 @@ export const paths = {
   containerdSocket: join(CLUSTER_DIR, 'containerd', 'containerd.sock'),
   kubeletRoot: join(CLUSTER_DIR, 'kubelet'),
   podLogs: join(CLUSTER_DIR, 'pod-logs'),
-  /** The node's CNI dirs, as the overlay maps the DaemonSet's /opt/cni/bin and /etc/cni/net.d. */
+  /** The node's CNI dirs, as cluster/values.yaml sets cniBinDir and cniConfDir. */
   cniBin: join(CLUSTER_DIR, 'cni', 'bin'),
   cniNet: join(CLUSTER_DIR, 'cni', 'net.d'),
   ipam: join(CLUSTER_DIR, 'cni', 'ipam'),
-  /** The installer's pod cache socket dir, as the overlay maps it. */
+  /** The installer's pod cache socket dir, as cluster/values.yaml sets podCache.socketPath. */
   podCache: join(CLUSTER_DIR, 'pod-cache'),
-  /** The plugin's log_file, as the overlay sets it. */
+  /** The plugin's log_file, as cluster/values.yaml sets pluginLogFile. */
   pluginLog: join(CLUSTER_DIR, 'cni', 'istio-cni.log'),
   work: join(CLUSTER_DIR, 'work'),
+  /** helm's cache, config and data (release storage is in the cluster; this is the client's). */
+  helm: join(CLUSTER_DIR, 'helm'),
   /** The apiserver's audit log: every request of our DaemonSet's ServiceAccount (PLUGIN_USER). */
   auditLog: join(CLUSTER_DIR, 'logs', 'audit.log'),
 } as const;
@@ -431,7 +436,7 @@ export interface PluginLogLine {
   [key: string]: unknown;
 }
 
-/** The plugin's log on the node (the overlay's log_file), one object per line. */
+/** The plugin's log on the node (cluster/values.yaml's pluginLogFile), one object per line. */
 export function pluginLog(): PluginLogLine[] {
   if (!existsSync(paths.pluginLog)) return [];
   return readFileSync(paths.pluginLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PluginLogLine);
@@ -576,15 +581,27 @@ export async function publishMeshRootCert(namespace: string): Promise<void> {
   await kubectl(['-n', namespace, 'create', 'configmap', 'istio-ca-root-cert', `--from-file=root-cert.pem=${join(paths.pki, 'ca.crt')}`]);
 }
 
-/** `kubectl apply -k cluster/overlay` and wait for the DaemonSet's pod to be Ready. */
+/** helm (cluster/build.sh helm) on this cluster as its admin; its own files in the cluster dir. */
+export async function helm(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  const bin = join(await kitBins('helm'), 'helm');
+  const home = (what: string) => join(paths.helm, what);
+  const r = await run([bin, `--kubeconfig=${paths.adminKubeconfig}`, ...args], {
+    env: minimalEnv({ HOME: CLUSTER_DIR, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') }),
+    timeoutMs: opts.timeoutMs ?? 120_000,
+  });
+  if (r.code !== 0) throw new Error(`helm ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r;
+}
+
+/** `helm install` of the chart with cluster/values.yaml, as an operator installs it; then the DaemonSet's pod Ready. */
 export async function installDaemonSet(): Promise<void> {
-  await kubectl(['apply', '-k', OVERLAY_DIR]);
+  await helm(['install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES]);
   await kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/istio-cni-node', '--timeout=180s'], { timeoutMs: 200_000 });
 }
 
-/** `kubectl delete -k cluster/overlay`, waiting until the DaemonSet's pods are gone. */
+/** `helm uninstall`, waiting until the DaemonSet's pods are gone. */
 export async function uninstallDaemonSet(): Promise<void> {
-  await kubectl(['delete', '-k', OVERLAY_DIR, '--wait=true']);
+  await helm(['uninstall', RELEASE, '--namespace', 'kube-system', '--wait', '--timeout=60s'], { timeoutMs: 90_000 });
   await waitUntil('istio-cni-node pods gone', async () => {
     const r = await kubectl(['-n', 'kube-system', 'get', 'pods', '-l', 'app.kubernetes.io/name=istio-cni', '-o', 'name']);
     return r.stdout.trim() === '' || r.stdout.trim();
