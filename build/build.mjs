@@ -30,6 +30,11 @@ const out = path.resolve(opt.out);
 const work = path.join(path.dirname(out), '.build', path.basename(out)); // intermediates, kept for inspection
 
 const runtimeDir = path.join(root, 'build/bun-runtime');
+
+// The version the executable reports (src/version.ts): package.json's, or ISTIO_CNI_VERSION (a test
+// builds a second, different executable this way to upgrade a cluster to).
+const version = process.env.ISTIO_CNI_VERSION || JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version;
+if (!/^[0-9A-Za-z.+-]{1,64}$/.test(version)) throw new Error(`version ${JSON.stringify(version)}: only letters, digits, ".", "+" and "-"`);
 const bunBin = path.join(runtimeDir, 'node_modules/@oven/bun-linux-x64/bin/bun');
 
 // Bun and the smoke test run without this shell's BUN_*, JSC_* and NODE_* knobs.
@@ -97,6 +102,7 @@ async function bundle(entryPoint, file, plugins = []) {
     // `await import('node:x')` and `await import('./y.ts')` become lazy requires.
     supported: { 'dynamic-import': false },
     logLevel: 'warning',
+    define: { __ISTIO_CNI_VERSION__: JSON.stringify(version) },
     plugins,
   });
 }
@@ -148,5 +154,5 @@ if (opt['if-stale'] && !isStale()) {
   smokeTest(exe);
   fs.renameSync(exe, out);
   const mib = (f) => (fs.statSync(f).size / 2 ** 20).toFixed(1);
-  console.log(`built ${rel(out)} (${mib(out)} MiB, bundle ${mib(bundleFile)} MiB, subcommands ${mib(subcommandsFile)} MiB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`built ${rel(out)} ${version} (${mib(out)} MiB, bundle ${mib(bundleFile)} MiB, subcommands ${mib(subcommandsFile)} MiB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }

@@ -5,10 +5,11 @@ import { Pod } from './kube/pod.ts';
 import { InvalidCaptureValue } from './redirect/errors.ts';
 import { renderCreate } from './redirect/restore.ts';
 import { buildRuleSet } from './redirect/ruleset.ts';
+import { captureSettingsFor, ProfileChoice } from './redirect/profile.ts';
+import { usesTproxyRouting } from './redirect/ruleset.ts';
 import { CaptureDefaults } from './redirect/settings.ts';
-import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
-const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6]\n';
+const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--profile seed|istio-current|auto]\n';
 
 /** The pod's addresses as `kubectl get pod -o yaml` shows them, once it has run. */
 function statusIps(document: unknown): string[] {
@@ -18,13 +19,16 @@ function statusIps(document: unknown): string[] {
 
 /**
  * `istio-cni explain`: the iptables-restore input ADD would apply for a pod manifest, with the
- * plugin's default settings. No root, no netns, no API server. IPv6 rules are shown when the manifest's
- * status has an IPv6 pod IP or with --ipv6.
+ * plugin's default settings, in the seed profile or the one --profile names. No root, no netns, no API
+ * server. IPv6 rules are shown when the manifest's status has an IPv6 pod IP or with --ipv6.
  */
 export async function explain(args: string[]): Promise<number> {
-  const file = args.find((a) => !a.startsWith('--'));
-  const unknown = args.filter((a) => a.startsWith('--') && a !== '--ipv6');
-  if (file === undefined || unknown.length > 0 || args.length > 2) {
+  const profileAt = args.indexOf('--profile');
+  const profile = ProfileChoice.safeParse(profileAt < 0 ? 'seed' : args[profileAt + 1]);
+  const rest = profileAt < 0 ? args : args.filter((_, i) => i !== profileAt && i !== profileAt + 1);
+  const file = rest.find((a) => !a.startsWith('--'));
+  const unknown = rest.filter((a) => a.startsWith('--') && a !== '--ipv6');
+  if (file === undefined || unknown.length > 0 || rest.length > 2 || !profile.success) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -37,14 +41,15 @@ export async function explain(args: string[]): Promise<number> {
       process.stdout.write(`# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: no rules (${decision.reason})\n`);
       return 0;
     }
-    const fromPod = settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) });
+    const input = { annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) };
+    const fromPod = captureSettingsFor(input, profile.data);
     const settings = { ...fromPod, ipv6: fromPod.ipv6 || args.includes('--ipv6') };
     let out = `# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: ${decision.reason}\n`;
     for (const family of [4, 6] as const) {
       const ruleSet = buildRuleSet(settings, family);
       if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
     }
-    if (settings.interceptionMode === 'TPROXY') {
+    if (usesTproxyRouting(settings)) {
       out += `# and, per family: ip rule add fwmark ${settings.tproxyMark} lookup ${settings.tproxyRouteTable}; ip route replace local default dev lo table ${settings.tproxyRouteTable}\n`;
     }
     process.stdout.write(out);

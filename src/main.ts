@@ -16,8 +16,8 @@ import { stopExecuting } from './netns/exec.ts';
 import { checkNetnsPath } from './netns/netns.ts';
 import { reportOutcome } from './podcache/client.ts';
 import { InvalidCaptureValue } from './redirect/errors.ts';
+import { captureSettingsFor } from './redirect/profile.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
-import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
@@ -104,12 +104,10 @@ function requireNetns(netns: string): void {
 /** The pod's capture settings; a value the rule core refuses is the protocol's error 106. */
 function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {
   try {
-    return settingsFromPod({
-      annotations: decision.annotations,
-      proxy: decision.proxy,
-      podIps: addressesOf(config.prevResult),
-      defaults: config.capture,
-    });
+    return captureSettingsFor(
+      { annotations: decision.annotations, proxy: decision.proxy, podIps: addressesOf(config.prevResult), defaults: config.capture },
+      config.rulesProfile,
+    );
   } catch (err) {
     throw err instanceof InvalidCaptureValue ? new CniError(ErrorCode.InvalidAnnotation, err.message, err.details) : err;
   }

@@ -16,6 +16,8 @@
 //	                                the istio-validation init container: runs `istio-cni validate`
 //	                                (our dist/istio-cni in the same image) in its place.
 //	standin app PORT                an application: the same JSON line, from PORT (not captured).
+//	                                With CAPTURE_REPORT_DIR set it first checks, from its own network
+//	                                namespace, whether its traffic is captured (see reportCapture).
 //	standin connect HOST:PORT       connects, prints the line the other end answered with, exits 0.
 package main
 
@@ -117,6 +119,9 @@ func app(portArg string) error {
 	if err != nil || port < 1 || port > 65535 {
 		return fmt.Errorf("bad port %q", portArg)
 	}
+	if err := reportCapture(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		return err
@@ -155,6 +160,74 @@ func isHealthPort(hostPort string) bool {
 	_, p, err := net.SplitHostPort(hostPort)
 	port, _ := strconv.Atoi(p)
 	return err == nil && slices.Contains(healthPorts, port)
+}
+
+// CaptureReport is what an application container found when it started: the real-cluster tests'
+// record of every start of every pod, independent of the plugin and of istio-validation.
+type CaptureReport struct {
+	UID      string `json:"uid"`
+	Pod      string `json:"pod"`
+	Captured bool   `json:"captured"`
+	Probe    string `json:"probe"`
+	Answer   string `json:"answer,omitempty"`
+	Error    string `json:"error,omitempty"`
+	At       string `json:"at"`
+}
+
+// reportCapture runs before the application serves, when CAPTURE_REPORT_DIR is set (a host
+// directory): it waits until its pod's proxy listens (15021 on 127.0.0.1, which the rules never
+// capture), connects to CAPTURE_PROBE (an address outside the pod where the proxy does not listen)
+// and counts the connection as captured only when this pod's own proxy answers it on 15001 with
+// CAPTURE_PROBE as the original destination. Without the rules the connection goes to the probe
+// address itself and is refused (or answered by something else). One file per start,
+// <POD_UID>-<nanoseconds>.json, written whole (a rename).
+func reportCapture() error {
+	dir := os.Getenv("CAPTURE_REPORT_DIR")
+	if dir == "" {
+		return nil
+	}
+	pod, _ := os.Hostname()
+	r := CaptureReport{UID: os.Getenv("POD_UID"), Pod: pod, Probe: os.Getenv("CAPTURE_PROBE")}
+	if err := waitListening("127.0.0.1:15021", 60*time.Second); err != nil {
+		r.Error = "the proxy never listened: " + err.Error()
+	} else if conn, err := net.DialTimeout("tcp", r.Probe, 5*time.Second); err != nil {
+		r.Error = err.Error()
+	} else {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		r.Answer = line
+		var answer Report
+		if err != nil {
+			r.Error = err.Error()
+		} else if json.Unmarshal([]byte(line), &answer) == nil {
+			r.Captured = answer.Pod == pod && answer.Listener == 15001 && answer.OriginalDst == r.Probe
+		}
+	}
+	r.At = time.Now().UTC().Format(time.RFC3339Nano)
+	b, _ := json.Marshal(r)
+	fmt.Println(string(b))
+	name := fmt.Sprintf("%s-%d.json", r.UID, time.Now().UnixNano())
+	tmp := dir + "/." + name
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir+"/"+name)
+}
+
+func waitListening(addr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // passThrough splices conn to dst, connecting from 127.0.0.6.

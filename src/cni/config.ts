@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ProfileChoice } from '../redirect/profile.ts';
 import { CaptureDefaults } from '../redirect/settings.ts';
 import { CniError, ErrorCode } from './errors.ts';
 import { CniVersion, LATEST_VERSION } from './versions.ts';
@@ -74,6 +75,7 @@ export const PluginConfig = z
     cni_agent_run_dir: AbsolutePath.optional(),
     iptables_backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
     capture: CaptureDefaults,
+    rules_profile: ProfileChoice.default('seed'),
     pod_namespace: z.string().optional(),
     pod_lookup_timeout_ms: Milliseconds.default(3_000),
     pod_lookup_budget_ms: Milliseconds.default(10_000),
@@ -105,6 +107,7 @@ export const PluginConfig = z
     ),
     iptablesBackend: raw.iptables_backend,
     capture: raw.capture,
+    rulesProfile: raw.rules_profile,
     podNamespace: raw.pod_namespace ?? DEFAULT_POD_NAMESPACE,
     podLookup: {
       attemptTimeoutMs: raw.pod_lookup_timeout_ms,

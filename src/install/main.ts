@@ -1,15 +1,21 @@
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import type { NodePodsHandler } from '../kube/node-pods.ts';
-import type { HttpServer } from './http.ts';
+import { VERSION } from '../version.ts';
+import { serveHttp, type HttpRoutes, type HttpServer } from './http.ts';
 import type { InstallerMetrics, InstallFailure } from './metrics.ts';
-import { installBinary, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig } from './installer.ts';
+import { installBinary, missingPieces, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig, type InstalledBinaries } from './installer.ts';
 import { parseInstallSettings, SettingsError, type InstallSettings } from './settings.ts';
+import { installerConnection, READINESS_TAINT, setReadinessTaint } from './taint.ts';
 
 /** Coalesces a burst of file events (a writer's truncate + write + close) into one round. */
 const SETTLE_MS = 100;
 /** After a failed round, try again even if nothing changes (e.g. the token is not mounted yet). */
 const RETRY_MS = 1000;
+/** A failed taint removal is retried after RETRY_MS, doubling up to this. */
+const LAST_TAINT_RETRY_MS = 30_000;
+/** How long a stop waits to put the taint back (the DaemonSet gives the pod 10 s to finish). */
+const TAINT_ON_STOP_MS = 5000;
 
 /**
  * `istio-cni install [--once]`: the DaemonSet's entrypoint. Copies the executable into the CNI bin
@@ -22,7 +28,7 @@ export async function install(args: string[]): Promise<number> {
   if (started === undefined) return 1;
   const { settings, log } = started;
   try {
-    installBinary(settings, await executableToCopy(settings), log);
+    const binaries = installBinary(settings, await executableToCopy(settings), log);
     mkdirSync(settings.netDir, { recursive: true });
     if (args.includes('--once')) {
       syncKubeconfig(settings, log);
@@ -31,7 +37,7 @@ export async function install(args: string[]): Promise<number> {
       log.error({ dir: settings.netDir, placement }, 'our entry is not in place');
       return 1;
     }
-    return await keepInstalled(settings, log);
+    return await keepInstalled(settings, binaries, log);
   } catch (err) {
     log.error({ err }, 'install failed');
     return 1;
@@ -86,18 +92,23 @@ function removeEverything(settings: InstallSettings, log: Logger): void {
 /**
  * Re-checks the kubeconfig and our entry whenever net.d or the service-account volume changes
  * (calico rewriting its config, a new file sorting first, kubelet swapping in a rotated token),
- * until a signal; then removes everything and resolves with the exit code. Beside it: the HTTP
- * port (metrics), and this node's pods watched for the pod cache and repair.
+ * until a signal; then removes everything and resolves with the exit code. Beside it: the kubelet's
+ * probes (/healthz, /readyz) on the HTTP port, metrics on their own port, this node's pods watched
+ * for the pod cache and repair, and, with NODE_READINESS_TAINT, the node's readiness taint taken
+ * off once everything is in place.
  */
-async function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> {
+async function keepInstalled(settings: InstallSettings, binaries: InstalledBinaries, log: Logger): Promise<number> {
   const { InstallerMetrics } = await import('./metrics.ts');
   const metrics = new InstallerMetrics();
   const metricsServer = await startMetrics(settings, metrics, log);
   // Serving before our entry names the socket: the plugin's first question finds it.
   const agents = await startNodeAgents(settings, metrics, log);
+  const http = await startHttp(settings, binaries, log);
+  const taint = settings.readinessTaint === undefined ? undefined : readinessTaint(settings, settings.readinessTaint.nodeName, log);
   let timer: NodeJS.Timeout | undefined;
   let waiting = false;
   let insertedBefore = false;
+  let ready = false;
   const round = () => {
     timer = undefined;
     let step: InstallFailure = 'CREATE_KUBECONFIG_FAILURE';
@@ -109,9 +120,13 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
         metrics.inserted(insertedBefore);
         insertedBefore = true;
       }
-      metrics.setReady(placement === 'placed' || placement === 'inserted');
       if (placement === 'no-config' && !waiting) log.info({ dir: settings.netDir }, 'waiting for a CNI network config');
       waiting = placement === 'no-config';
+      const missing = missingPieces(settings, binaries);
+      if ((missing.length === 0) !== ready) log.info({ missing }, missing.length === 0 ? 'ready: the executable, the kubeconfig and our entry are in place' : 'not ready');
+      ready = missing.length === 0;
+      metrics.setReady(ready);
+      if (ready) taint?.remove();
     } catch (err) {
       metrics.failed(step);
       metrics.setReady(false);
@@ -128,11 +143,15 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
   for (const w of watchers) w.on('error', (err) => log.error({ err }, 'watch failed'));
 
   const stopped = new Promise<number>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
+    let stopping = false;
+    // The handlers stay: a second signal while the taint goes back must not end the process uncleaned.
+    const stop = async (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
       clearTimeout(timer);
       for (const w of watchers) w.close();
+      // Tainted first: from here on no pod is scheduled onto the node until an installer is ready again.
+      await taint?.restore();
       log.info({ signal }, 'removing our entry, the kubeconfig and the executable');
       let code = 0;
       try {
@@ -142,15 +161,78 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
         code = 1;
       }
       metrics.setReady(false);
-      void Promise.all([agents.close(), metricsServer?.close()]).then(() => resolve(code));
+      await Promise.all([agents.close(), http?.close(), metricsServer?.close()]);
+      resolve(code);
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
   round();
   // Logged once the signal handlers are in place: from here on a SIGTERM always cleans up.
-  log.info({ netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off', repair: settings.repair?.mode ?? 'off' }, 'watching for changes');
+  log.info({ version: VERSION, netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off', repair: settings.repair?.mode ?? 'off', readinessTaint: taint !== undefined, http: http?.port ?? 'off', metrics: metricsServer?.port ?? 'off' }, 'watching for changes');
   return stopped;
+}
+
+/**
+ * GET /healthz: 200 while the installer runs (the kubelet's liveness probe). GET /readyz: 200 when
+ * a pod starting now would get the plugin (missingPieces, read from the host at each probe), else
+ * 503 naming what is missing. A port that cannot be had is logged; the installer carries on (the
+ * probes then fail, which the pod's status shows), since the node needs the plugin more than a probe.
+ */
+async function startHttp(settings: InstallSettings, binaries: InstalledBinaries, log: Logger): Promise<HttpServer | undefined> {
+  const routes: HttpRoutes = {
+    '/healthz': () => ({ status: 200, body: 'ok\n' }),
+    '/readyz': () => {
+      const missing = missingPieces(settings, binaries);
+      return missing.length === 0 ? { status: 200, body: 'ready\n' } : { status: 503, body: `${missing.join('\n')}\n` };
+    },
+  };
+  try {
+    const server = await serveHttp(settings.http, routes, log);
+    log.info({ address: settings.http.address ?? 'every address', port: server.port, routes: Object.keys(routes) }, 'http: serving');
+    return server;
+  } catch (err) {
+    log.error({ address: settings.http.address ?? 'every address', port: settings.http.port, error: (err as Error).message }, 'http: cannot listen; running without probes');
+    return undefined;
+  }
+}
+
+/**
+ * The node's readiness taint: remove() takes it off once (retried until it succeeds, so an API
+ * server that is away only delays it), restore() puts it back when the installer stops, bounded
+ * so that the clean-up still fits the pod's termination grace period.
+ */
+function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger): { remove(): void; restore(): Promise<void> } {
+  let state: 'on' | 'removing' | 'off' = 'on';
+  let retryMs = RETRY_MS;
+  let retry: NodeJS.Timeout | undefined;
+  const remove = () => {
+    if (state !== 'on') return;
+    state = 'removing';
+    setReadinessTaint(installerConnection(settings), nodeName, false).then(
+      (changed) => {
+        state = 'off';
+        log.info({ node: nodeName, taint: READINESS_TAINT.key, changed }, changed ? 'removed the node\'s readiness taint' : 'the node has no readiness taint');
+      },
+      (err: Error) => {
+        state = 'on';
+        log.warn({ node: nodeName, error: err.message, retryInMs: retryMs }, 'could not remove the node\'s readiness taint; retrying');
+        retry = setTimeout(remove, retryMs);
+        retryMs = Math.min(retryMs * 2, LAST_TAINT_RETRY_MS);
+      },
+    );
+  };
+  const restore = async () => {
+    clearTimeout(retry);
+    try {
+      const changed = await setReadinessTaint(installerConnection(settings), nodeName, true, AbortSignal.timeout(TAINT_ON_STOP_MS));
+      log.info({ node: nodeName, taint: READINESS_TAINT.key, changed }, 'the node carries the readiness taint again');
+    } catch (err) {
+      // E.g. `kubectl delete -f deploy/`: the ServiceAccount and its RBAC are gone before this pod.
+      log.warn({ node: nodeName, error: (err as Error).message }, 'could not put the node\'s readiness taint back');
+    }
+  };
+  return { remove, restore };
 }
 
 /**
@@ -159,7 +241,6 @@ async function keepInstalled(settings: InstallSettings, log: Logger): Promise<nu
  */
 async function startMetrics(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<HttpServer | undefined> {
   if (settings.monitoringPort === undefined) return undefined;
-  const { serveHttp } = await import('./http.ts');
   try {
     const server = await serveHttp({ address: undefined, port: settings.monitoringPort }, {
       '/metrics': async () => ({ status: 200, contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),

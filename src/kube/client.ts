@@ -2,6 +2,7 @@ import { monotonicMs } from '../clock.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import { get, RequestTimeout, TlsMaterialError } from './http1.ts';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
+import { USER_AGENT } from '../version.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
 
@@ -85,7 +86,7 @@ async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number)
   try {
     const response = await get({
       ...target,
-      headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      headers: { Accept: 'application/json', 'User-Agent': USER_AGENT, ...(token ? { Authorization: `Bearer ${token}` } : {}) },
       tls: { ca: conn.ca, cert: conn.cert, key: conn.key, rejectUnauthorized: !conn.insecure, serverName: conn.serverName ?? (isAddress ? undefined : target.host) },
       timeoutMs,
     });

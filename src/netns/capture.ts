@@ -1,7 +1,7 @@
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { Family } from '../redirect/cidr.ts';
 import { differences } from '../redirect/restore.ts';
-import { buildRuleSet } from '../redirect/ruleset.ts';
+import { buildRuleSet, usesTproxyRouting } from '../redirect/ruleset.ts';
 import type { RedirectSettings } from '../redirect/settings.ts';
 import { executeInNetns } from './exec.ts';
 import { applyRuleSet, readState, removeRuleSet, type Backend } from './iptables.ts';
@@ -62,13 +62,13 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
         }
       }
       done.push(family);
-      if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
+      if (usesTproxyRouting(settings)) await addTproxyRouting(netns, family, settings);
       await applyRuleSet(netns, backend, ruleSet, family);
     }
   } catch (err) {
     for (const family of done) {
       await removeRuleSet(netns, backend, family).catch(() => undefined);
-      if (settings.interceptionMode === 'TPROXY') await removeTproxyRouting(netns, family, settings).catch(() => undefined);
+      if (usesTproxyRouting(settings)) await removeTproxyRouting(netns, family, settings).catch(() => undefined);
     }
     throw err;
   }
@@ -93,7 +93,7 @@ export async function captureDifferences(netns: string, backend: Backend, settin
     const expected = settings ? buildRuleSet(settings, family) : [];
     const label = family === 6 ? 'ipv6 ' : '';
     found.push(...differences(expected, await readState(netns, backend, family)).map((line) => label + line));
-    if (settings?.interceptionMode === 'TPROXY' && expected.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
+    if (settings && usesTproxyRouting(settings) && expected.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }
   }

@@ -19,6 +19,7 @@ import * as c from '../harness/cluster.ts';
 import { leftovers, machineSnapshot, type MachineSnapshot, type SandboxRef } from '../harness/cluster-host.ts';
 import { PROXY_IMAGE } from '../harness/cluster-images.ts';
 import { kubeInject, makeMeshNamespace } from '../harness/istio-inject.ts';
+import { startupRaceScenarios } from './race.ts';
 
 const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
 const NS = 'icni-test';
@@ -280,19 +281,23 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     assert.deepEqual(lines('istio_cni_repair_pods_repaired_total{'), [], 'no pod needed repair');
   });
 
-  it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin and repair need and nothing more', async () => {
+  it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin, repair and the taint need and nothing more', async () => {
     const granted = await permissions(c.PLUGIN_USER);
     // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
     const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
     const extra = [...granted].filter((p) => !baseline.has(p)).sort();
-    // get: the plugin's direct lookup (when the pod cache misses); list, watch: the installer's
-    // pod cache and repair (one watch for both); patch: repair's label mode (the chart's default;
-    // delete mode grants delete instead).
-    assert.deepEqual(extra, ['pods get', 'pods list', 'pods patch', 'pods watch']);
+    // nodes get, patch: the readiness taint (deploy/taint); pods get: the plugin's direct lookup
+    // (when the pod cache misses); list, watch: the installer's pod cache and repair; patch,
+    // delete: repair's label and delete modes.
+    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
     // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
-    // pod cache's list and watch.
+    // installer read its node (no taint to take off), the pod cache and repair listed and watched
+    // this node's pods; each said who it is.
     const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
-    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['pods list', 'pods watch']);
+    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['nodes get', 'pods list', 'pods watch']);
+    const { version } = JSON.parse(readFileSync(join(h.REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    const ours = events.filter((e) => e.objectRef?.resource === 'nodes' || e.requestURI.includes('watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion='));
+    assert.deepEqual([...new Set(ours.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the installer\'s node read and repair\'s watch say who they are');
   });
 
   it('6a. kubectl delete pod: the kubelet\'s DEL takes our chains out, then containerd removes the netns', async () => {
@@ -314,6 +319,8 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
       await unmount();
     }
   });
+
+  startupRaceScenarios(sandboxes);
 
   it('6b. helm uninstall: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
     await c.uninstallDaemonSet();

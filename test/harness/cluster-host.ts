@@ -25,6 +25,8 @@ export const NET = {
   nodeIp: '10.251.0.2',
   /** The pods' bridge and host-local range (the primary plugin, standing in for calico). */
   bridge: 'icni-br0',
+  /** Locally administered, fixed (see prepareHost). */
+  bridgeMac: '02:1c:6e:00:00:01',
   podCidr: '10.252.0.0/24',
   podGateway: '10.252.0.1',
   /** Service range; no kube-proxy: only the API service address is translated (below). */
@@ -70,7 +72,10 @@ export async function prepareHost(): Promise<void> {
   // The pods' bridge with their gateway address, made here rather than by the bridge plugin
   // (isGateway), which would also turn on IP forwarding for the whole machine: pods reach each
   // other on the bridge and the node at its gateway address, nothing needs forwarding.
-  await runOk([IP, 'link', 'add', NET.bridge, 'type', 'bridge']);
+  // Its MAC address is set: a bridge without one takes the lowest of its ports', so it changes as
+  // pods come and go, and the bridge plugin's CHECK (which compares it with the one recorded at
+  // ADD) then fails for every pod created before the change.
+  await runOk([IP, 'link', 'add', NET.bridge, 'address', NET.bridgeMac, 'type', 'bridge']);
   await runOk([IP, 'addr', 'add', `${NET.podGateway}/${NET.podCidr.split('/')[1]}`, 'dev', NET.bridge]);
   await runOk([IP, 'link', 'set', NET.bridge, 'up']);
 

@@ -4,7 +4,7 @@
 // namespace. The two podman-built archives are kept in test/.work keyed by what went into them,
 // so an `up` with nothing changed imports without building.
 import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WORK_DIR } from './cnitool.ts';
 import { DEFAULT_ISTIO_CNI_BIN, REPO_ROOT } from './conflist.ts';
@@ -87,4 +87,59 @@ export async function importClusterImages(containerdSocket: string, workDir: str
   for (const archive of archives) {
     await runOk([CTR, '--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', '--snapshotter', snapshotter, archive], { timeoutMs: 600_000 });
   }
+}
+
+/** The image a rolling update of the DaemonSet goes to: the plugin's image with another build of the executable. */
+export const UPGRADE_IMAGE = 'localhost/istio-cni:upgrade';
+const UPGRADE_DIR = join(WORK_DIR, 'cluster-upgrade');
+
+/** The version the upgrade's executable reports (its User-Agent, the installer's log): package.json's + "upgrade". */
+export function upgradeVersion(): string {
+  return `${(JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version}+upgrade`;
+}
+
+/**
+ * A second istio-cni executable from the same sources, built with another version (so its bytes
+ * differ: the node's copy tells which image installed it), in test/.work/cluster-upgrade (again
+ * when a source is newer).
+ */
+export async function buildUpgradeExecutable(): Promise<string> {
+  const out = join(UPGRADE_DIR, 'istio-cni');
+  await runOk([process.execPath, join(REPO_ROOT, 'build', 'build.mjs'), '--if-stale', '--out', out], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ISTIO_CNI_VERSION: upgradeVersion() },
+    timeoutMs: 600_000,
+  });
+  return out;
+}
+
+/**
+ * UPGRADE_IMAGE (the Dockerfile's `prebuilt` target around the upgrade's executable) imported into
+ * the node's containerd; the archive is kept in test/.work/cluster-upgrade, keyed by its inputs.
+ */
+export async function importUpgradeImage(containerdSocket: string, snapshotter: Snapshotter): Promise<string> {
+  const executable = await buildUpgradeExecutable();
+  const base = await baseRootfsTarball();
+  const inputs = [executable, join(REPO_ROOT, 'Dockerfile'), base];
+  const key = createHash('sha256').update((await Promise.all(inputs.map(sha256File))).join(' ')).digest('hex').slice(0, 16);
+  const archive = join(UPGRADE_DIR, `image-${key}.tar`);
+  if (!existsSync(archive)) {
+    for (const old of readdirSync(UPGRADE_DIR).filter((f) => f.startsWith('image-'))) rmSync(join(UPGRADE_DIR, old), { force: true });
+    const context = makeTempDir('icni-upgrade-ctx-');
+    mkdirSync(join(context, 'dist'));
+    copyFileSync(executable, join(context, 'dist', 'istio-cni'));
+    copyFileSync(join(REPO_ROOT, 'Dockerfile'), join(context, 'Dockerfile'));
+    const podman = makePodman();
+    try {
+      await podman.ok(['import', base, BASE_IMAGE], 300_000);
+      await podman.ok(['build', '--isolation=chroot', '--pull=never', '--target', 'prebuilt', '--tag', UPGRADE_IMAGE, context], 600_000);
+      await podman.ok(['save', '--format', 'docker-archive', '--output', `${archive}.tmp`, UPGRADE_IMAGE], 600_000);
+    } finally {
+      await podman.remove();
+      rmSync(context, { recursive: true, force: true });
+    }
+    renameSync(`${archive}.tmp`, archive);
+  }
+  await runOk([CTR, '--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', '--snapshotter', snapshotter, archive], { timeoutMs: 600_000 });
+  return executable;
 }

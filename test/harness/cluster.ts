@@ -86,7 +86,7 @@ const API = `https://${NET.nodeIp}:${NET.apiPort}`;
  * is a full copy of its image (~230 MB here, the plugin executable and a Debian base), which made
  * pod starts slow and left gigabytes for `down` to delete.
  */
-const SNAPSHOTTER = 'overlayfs';
+export const SNAPSHOTTER = 'overlayfs';
 const PORTS = [2379, 2380, NET.apiPort, 10248, 10250, 10257, 10259];
 
 // ---------------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ export interface AuditEvent {
   requestURI: string;
   user: { username: string };
   userAgent?: string;
-  objectRef?: { resource?: string; namespace?: string; name?: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
   responseStatus?: { code?: number };
 }
 
@@ -593,10 +593,26 @@ export async function helm(args: readonly string[], opts: { timeoutMs?: number }
   return r;
 }
 
-/** `helm install` of the chart with cluster/values.yaml, as an operator installs it; then the DaemonSet's pod Ready. */
-export async function installDaemonSet(): Promise<void> {
-  await helm(['install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES]);
+/**
+ * The chart with cluster/values.yaml and `values` on top (helm's --set, e.g. `repair.deletePods=false`),
+ * as an operator installs and changes it (`helm upgrade --install`: an install the first time; an
+ * upgrade also makes again what was deleted behind helm's back, e.g. the DaemonSet); then the
+ * DaemonSet's pod Ready.
+ */
+export async function installDaemonSet(values: readonly string[] = []): Promise<void> {
+  await helm(['upgrade', '--install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES, ...values.flatMap((v) => ['--set', v])]);
   await kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/istio-cni-node', '--timeout=180s'], { timeoutMs: 200_000 });
+}
+
+/** The DaemonSet's pods, by the chart's label. */
+export async function daemonSetPods(): Promise<Array<{ metadata: { name: string; uid: string; deletionTimestamp?: string }; status: { containerStatuses?: Array<{ name: string; restartCount: number; ready: boolean; image: string; containerID?: string; state?: { running?: { startedAt: string } } }> } }>> {
+  return (await kubectlJson<{ items: never[] }>(['-n', 'kube-system', 'get', 'pods', '-l', 'app.kubernetes.io/name=istio-cni'])).items;
+}
+
+/** Only the DaemonSet deleted (the release's ServiceAccount, RBAC and ConfigMap stay), waiting until its pods are gone. */
+export async function deleteDaemonSet(): Promise<void> {
+  await kubectl(['-n', 'kube-system', 'delete', 'daemonset', 'istio-cni-node', '--wait=true']);
+  await waitUntil('istio-cni-node pods gone', async () => (await daemonSetPods()).length === 0 || 'still there', 60_000, 250);
 }
 
 /** `helm uninstall`, waiting until the DaemonSet's pods are gone. */
