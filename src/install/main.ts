@@ -6,7 +6,6 @@ import { serveHttp, type HttpRoutes, type HttpServer } from './http.ts';
 import type { InstallerMetrics, InstallFailure } from './metrics.ts';
 import { installBinary, missingPieces, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig, type InstalledBinaries } from './installer.ts';
 import { parseInstallSettings, SettingsError, type InstallSettings } from './settings.ts';
-import { installerConnection, READINESS_TAINT, setReadinessTaint } from './taint.ts';
 
 /** Coalesces a burst of file events (a writer's truncate + write + close) into one round. */
 const SETTLE_MS = 100;
@@ -104,7 +103,7 @@ async function keepInstalled(settings: InstallSettings, binaries: InstalledBinar
   // Serving before our entry names the socket: the plugin's first question finds it.
   const agents = await startNodeAgents(settings, metrics, log);
   const http = await startHttp(settings, binaries, log);
-  const taint = settings.readinessTaint === undefined ? undefined : readinessTaint(settings, settings.readinessTaint.nodeName, log);
+  const taint = settings.readinessTaint === undefined ? undefined : await readinessTaint(settings, settings.readinessTaint.nodeName, log);
   let timer: NodeJS.Timeout | undefined;
   let waiting = false;
   let insertedBefore = false;
@@ -202,21 +201,26 @@ async function startHttp(settings: InstallSettings, binaries: InstalledBinaries,
  * server that is away only delays it), restore() puts it back when the installer stops, bounded
  * so that the clean-up still fits the pod's termination grace period.
  */
-function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger): { remove(): void; restore(): Promise<void> } {
+async function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger): Promise<{ remove(): void; restore(): Promise<void> }> {
+  // settings.ts refuses NODE_READINESS_TAINT without KUBERNETES_SERVICE_HOST.
+  const api = settings.api!;
+  const { apiErrorMessage, coreClient, serviceAccountConfig } = await import('../kube/node-pods.ts');
+  const { READINESS_TAINT, setReadinessTaint } = await import('./taint.ts');
+  const core = coreClient(serviceAccountConfig(api.server, api.skipTlsVerify, settings.serviceAccountDir));
   let state: 'on' | 'removing' | 'off' = 'on';
   let retryMs = RETRY_MS;
   let retry: NodeJS.Timeout | undefined;
   const remove = () => {
     if (state !== 'on') return;
     state = 'removing';
-    setReadinessTaint(installerConnection(settings), nodeName, false).then(
+    setReadinessTaint(core, nodeName, false).then(
       (changed) => {
         state = 'off';
         log.info({ node: nodeName, taint: READINESS_TAINT.key, changed }, changed ? 'removed the node\'s readiness taint' : 'the node has no readiness taint');
       },
-      (err: Error) => {
+      (err: unknown) => {
         state = 'on';
-        log.warn({ node: nodeName, error: err.message, retryInMs: retryMs }, 'could not remove the node\'s readiness taint; retrying');
+        log.warn({ node: nodeName, error: apiErrorMessage(err), retryInMs: retryMs }, 'could not remove the node\'s readiness taint; retrying');
         retry = setTimeout(remove, retryMs);
         retryMs = Math.min(retryMs * 2, LAST_TAINT_RETRY_MS);
       },
@@ -225,11 +229,11 @@ function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger
   const restore = async () => {
     clearTimeout(retry);
     try {
-      const changed = await setReadinessTaint(installerConnection(settings), nodeName, true, AbortSignal.timeout(TAINT_ON_STOP_MS));
+      const changed = await setReadinessTaint(core, nodeName, true, AbortSignal.timeout(TAINT_ON_STOP_MS));
       log.info({ node: nodeName, taint: READINESS_TAINT.key, changed }, 'the node carries the readiness taint again');
     } catch (err) {
       // E.g. `kubectl delete -f deploy/`: the ServiceAccount and its RBAC are gone before this pod.
-      log.warn({ node: nodeName, error: (err as Error).message }, 'could not put the node\'s readiness taint back');
+      log.warn({ node: nodeName, error: apiErrorMessage(err) }, 'could not put the node\'s readiness taint back');
     }
   };
   return { remove, restore };

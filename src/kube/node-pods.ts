@@ -1,13 +1,27 @@
 import { join } from 'node:path';
-import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
+import { ApiException, CoreV1Api, createConfiguration, KubeConfig, ListWatch, Observable, ServerConfiguration, Watch, type ConfigurationOptions, type RequestContext, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { USER_AGENT } from '../version.ts';
 import type { KubeConnection } from './kubeconfig.ts';
 
 /**
  * The official client (@kubernetes/client-node) for the node-side jobs that run for long: the
- * installer's pod cache and repair. The plugin's per-pod lookup keeps its own lean GET (client.ts):
- * loading this client costs a start more than the whole of a pass-through ADD (README, "Pod lookup").
+ * installer's pod cache, repair and the node readiness taint. The plugin's per-pod lookup keeps its
+ * own lean GET (client.ts): loading this client costs a start more than the whole of a pass-through
+ * ADD (README, "Pod lookup").
  */
+
+/**
+ * Every request says who sends it, as the plugin's GET does (the API server's audit log shows it):
+ * the client's own `kubernetes-client-javascript/<version>` is replaced. A watch takes its headers
+ * from here; the API groups' calls too, made by coreClient without the client's User-Agent middleware.
+ */
+class IstioCniKubeConfig extends KubeConfig {
+  override async applySecurityAuthentication(context: RequestContext): Promise<void> {
+    await super.applySecurityAuthentication(context);
+    context.setHeaderParam('User-Agent', USER_AGENT);
+  }
+}
 
 /** A connection read the plugin's way (kubeconfig.ts: exec plugins refused, tokenFile re-read) as the client's config. */
 export function clientConfig(conn: KubeConnection): KubeConfig {
@@ -32,7 +46,7 @@ export function serviceAccountConfig(server: string, skipTlsVerify: boolean, ser
 }
 
 function configOf(cluster: { server: string; caData?: string; caFile?: string; skipTLSVerify: boolean; tlsServerName?: string }, user: object): KubeConfig {
-  const config = new KubeConfig();
+  const config = new IstioCniKubeConfig();
   config.loadFromOptions({
     clusters: [{ name: 'cluster', ...cluster }],
     users: [{ name: 'istio-cni', ...user }],
@@ -42,9 +56,29 @@ function configOf(cluster: { server: string; caData?: string; caFile?: string; s
   return config;
 }
 
-/** The core API group's client (pods), for the calls beside the watch (repair's patch and delete). */
+/** The core API group's client, for the calls beside the watch (repair's patch and delete, the taint's node read and patch). */
 export function coreClient(config: KubeConfig): CoreV1Api {
-  return config.makeApiClient(CoreV1Api);
+  // Not config.makeApiClient: its middleware sets the client's own User-Agent over ours.
+  const server = config.getCurrentCluster()?.server;
+  if (server === undefined) throw new Error('no cluster in the client\'s config');
+  return new CoreV1Api(createConfiguration({ baseServer: new ServerConfiguration(server, {}), authMethods: { default: config } }));
+}
+
+/** Per-call options: the call is aborted with `signal`. */
+export function abortedBy(signal: AbortSignal): ConfigurationOptions {
+  const pass = <T>(value: T) => new Observable(Promise.resolve(value));
+  return {
+    middleware: [{ pre: (context: RequestContext) => { context.setSignal(signal); return pass(context); }, post: pass }],
+    middlewareMergeStrategy: 'append',
+  };
+}
+
+/** The API server's own words for a failed call (its Status message), not the client's dump of headers and body. */
+export function apiErrorMessage(err: unknown): string {
+  if (!(err instanceof ApiException)) return (err as Error)?.message ?? String(err);
+  const body = err.body as { message?: unknown } | string | undefined;
+  const message = typeof body === 'object' && typeof body?.message === 'string' ? body.message : typeof body === 'string' ? body : '';
+  return `HTTP ${err.code}${message === '' ? '' : ` ${message}`}`;
 }
 
 /** What a node-pods watch hands on, in order: every pod as it is now, and every pod deleted. */

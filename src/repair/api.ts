@@ -21,11 +21,3 @@ export async function deletePod(core: CoreV1Api, pod: WatchedPod): Promise<boole
     throw err;
   }
 }
-
-/** The API server's own words for a failed call (its Status message), not the client's dump of headers and body. */
-export function apiErrorMessage(err: unknown): string {
-  if (!(err instanceof ApiException)) return (err as Error)?.message ?? String(err);
-  const body = err.body as { message?: unknown } | string | undefined;
-  const message = typeof body === 'object' && typeof body?.message === 'string' ? body.message : typeof body === 'string' ? body : '';
-  return `HTTP ${err.code}${message === '' ? '' : ` ${message}`}`;
-}

@@ -1,7 +1,7 @@
 import type { CoreV1Api, V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { NodePodsHandler } from '../kube/node-pods.ts';
-import { apiErrorMessage, deletePod, labelPod } from './api.ts';
+import { apiErrorMessage, type NodePodsHandler } from '../kube/node-pods.ts';
+import { deletePod, labelPod } from './api.ts';
 import { startedUncaptured, UNINITIALIZED_LABEL, WatchedPod } from './pod.ts';
 
 export interface RepairSettings {
