@@ -140,6 +140,25 @@ describe('the Helm chart', () => {
     assert.equal(daemonSetEnv(bare).REPAIR_ENABLED, 'false');
   });
 
+  it('taint.enabled adds exactly the taint setting to the installer and nodes get and patch to the RBAC (what deploy/taint was)', async () => {
+    const [plain, tainted] = [await rendered(), await rendered({ taint: { enabled: true } })];
+    const { NODE_READINESS_TAINT, ...rest } = daemonSetEnv(tainted);
+    assert.equal(NODE_READINESS_TAINT, 'true');
+    assert.deepEqual(rest, daemonSetEnv(plain));
+    const rules = find(tainted, 'ClusterRole').rules!;
+    assert.deepEqual(rules.filter((r) => r.resources.includes('nodes')), [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
+    assert.deepEqual(rules.filter((r) => !r.resources.includes('nodes')), find(plain, 'ClusterRole').rules);
+    // Nothing else changes: every other object, and the DaemonSet but for that one variable.
+    const withoutTaint = (objects: K8sObject[]) => objects.filter((o) => o.kind !== 'ClusterRole').map((o) => {
+      if (o.kind !== 'DaemonSet') return o;
+      const ds = structuredClone(o);
+      const install = ds.spec!.template.spec.containers[0]!;
+      install.env = install.env.filter((v) => v.name !== 'NODE_READINESS_TAINT');
+      return ds;
+    });
+    assert.deepEqual(withoutTaint(tainted), withoutTaint(plain));
+  });
+
   it('refuses what the plugin does not support, saying what and why', async () => {
     const refused: Array<[Record<string, unknown>, RegExp]> = [
       // Not a value of this chart (Istio's chart has no logLevel: its name is logging.level).
