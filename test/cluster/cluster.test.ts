@@ -122,7 +122,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     await h.cleanupAll();
   });
 
-  it('the chart is installed as a Helm release, and the cluster\'s values change deploy/istio-cni.yaml only in the image and the node\'s paths', async () => {
+  it('the chart is installed as a Helm release, and the cluster\'s values change deploy/istio-cni.yaml only in the image, the node\'s paths and the guards (the taint, repair\'s mode)', async () => {
     const releases = JSON.parse((await c.helm(['list', '--namespace', 'kube-system', '--output', 'json'])).stdout) as Array<{ name: string; status: string; chart: string }>;
     assert.deepEqual(releases.map((r) => [r.name, r.status, r.chart]), [[c.RELEASE, 'deployed', 'istio-cni-0.1.0']]);
     const documents = (text: string) => parseAllDocuments(text).map((d) => d.toJS() as K8sObject).filter((d) => d !== null);
@@ -142,10 +142,15 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
       return ds;
     });
     assert.deepEqual(differences(parsed(file), parsed(installed)), [
+      '[0].rules[0].verbs[3]: "patch" -> "delete"',
+      '[0].rules[1]: undefined -> {"apiGroups":[""],"resources":["nodes"],"verbs":["get","patch"]}',
       '[2].data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
       '[2].data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
       '[3].spec.template.spec.containers[0].env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '[3].spec.template.spec.containers[0].env.NODE_READINESS_TAINT: undefined -> {"name":"NODE_READINESS_TAINT","value":"true"}',
       '[3].spec.template.spec.containers[0].env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
+      '[3].spec.template.spec.containers[0].env.REPAIR_DELETE_PODS.value: "false" -> "true"',
+      '[3].spec.template.spec.containers[0].env.REPAIR_LABEL_PODS.value: "true" -> "false"',
       '[3].spec.template.spec.containers[0].image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
       '[3].spec.template.spec.containers[0].volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
       '[3].spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
@@ -286,18 +291,17 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
     const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
     const extra = [...granted].filter((p) => !baseline.has(p)).sort();
-    // nodes get, patch: the readiness taint (deploy/taint); pods get: the plugin's direct lookup
-    // (when the pod cache misses); list, watch: the installer's pod cache and repair; patch,
-    // delete: repair's label and delete modes.
-    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
+    // nodes get, patch: the readiness taint (taint.enabled); pods get: the plugin's direct lookup
+    // (when the pod cache misses); list, watch: the installer's pod cache and repair (one watch for
+    // both); delete: repair's delete mode (cluster/values.yaml; label mode grants patch instead).
+    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods watch']);
     // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
     // installer read its node (no taint to take off), the pod cache and repair listed and watched
-    // this node's pods; each said who it is.
+    // this node's pods; every request said who it is.
     const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
     assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['nodes get', 'pods list', 'pods watch']);
     const { version } = JSON.parse(readFileSync(join(h.REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
-    const ours = events.filter((e) => e.objectRef?.resource === 'nodes' || e.requestURI.includes('watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion='));
-    assert.deepEqual([...new Set(ours.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the installer\'s node read and repair\'s watch say who they are');
+    assert.deepEqual([...new Set(events.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the taint\'s node read, the list and the watch (all @kubernetes/client-node) say who they are');
   });
 
   it('6a. kubectl delete pod: the kubelet\'s DEL takes our chains out, then containerd removes the netns', async () => {

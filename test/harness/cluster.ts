@@ -600,8 +600,13 @@ export async function helm(args: readonly string[], opts: { timeoutMs?: number }
  * DaemonSet's pod Ready.
  */
 export async function installDaemonSet(values: readonly string[] = []): Promise<void> {
-  await helm(['upgrade', '--install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES, ...values.flatMap((v) => ['--set', v])]);
+  await upgradeRelease(values);
   await kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/istio-cni-node', '--timeout=180s'], { timeoutMs: 200_000 });
+}
+
+/** `helm upgrade --install` of the chart with cluster/values.yaml and `values`, not waiting for the rollout. */
+export async function upgradeRelease(values: readonly string[]): Promise<void> {
+  await helm(['upgrade', '--install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES, ...values.flatMap((v) => ['--set', v])]);
 }
 
 /** The DaemonSet's pods, by the chart's label. */
