@@ -433,7 +433,8 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
       const adds = pluginLines('outage').filter((l) => l.verb === 'ADD');
       const failed = adds.filter((l) => l.code !== undefined);
       assert.ok(failed.length >= 1, 'ADDs ran during the outage');
-      assert.deepEqual([...new Set(failed.map((l) => l.code))], [11], 'each failed closed: try again later');
+      const otherwise = failed.filter((l) => l.code !== 11).map((l) => `${String(l.error)}: ${String(l.details)}`);
+      assert.deepEqual([...new Set(failed.map((l) => l.code))], [11], `each failed closed: try again later (otherwise: ${otherwise.join('; ')})`);
       assert.ok(adds.every((l) => l.code === 11 || l.decision === 'redirect'), 'never a pass');
       // An ADD that ran wholly inside the outage had no API server to ask (and no cache): it must have failed.
       const endedAt = (l: c.PluginLogLine) => Date.parse(l.time as string);
