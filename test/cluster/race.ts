@@ -403,6 +403,8 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
       await c.stopComponent('kube-apiserver', 'SIGKILL');
       const stoppedAt = Date.now();
       let victim: { id: string; name: string } | undefined;
+      // The API server answers from its start on, before startComponent sees it healthy.
+      let restartedAt = Infinity;
       try {
         // And one pod's sandbox dies meanwhile (its pause process killed), so that at least one
         // ADD surely runs in the outage: the kubelet makes the pod a new sandbox.
@@ -424,6 +426,7 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
         // The fault itself lasts 30 s (not a wait for a condition).
         await h.sleep(30_000 - (Date.now() - stoppedAt));
       } finally {
+        restartedAt = Date.now();
         await c.startComponent('kube-apiserver');
       }
       const backAt = Date.now();
@@ -438,7 +441,7 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
       assert.ok(adds.every((l) => l.code === 11 || l.decision === 'redirect'), 'never a pass');
       // An ADD that ran wholly inside the outage had no API server to ask (and no cache): it must have failed.
       const endedAt = (l: c.PluginLogLine) => Date.parse(l.time as string);
-      const inOutage = adds.filter((l) => endedAt(l) - (l.durationMs as number) >= stoppedAt && endedAt(l) <= backAt);
+      const inOutage = adds.filter((l) => endedAt(l) - (l.durationMs as number) >= stoppedAt && endedAt(l) <= restartedAt);
       assert.ok(inOutage.length >= 1 && inOutage.every((l) => l.code === 11), JSON.stringify(inOutage.map((l) => [l.pod, l.time, l.code, l.decision])));
       const remade = adds.filter((l) => l.pod === `${NS}/${victim!.name}` && l.containerId !== victim!.id);
       assert.ok(remade.length >= 1, 'the kubelet made the killed sandbox again');
