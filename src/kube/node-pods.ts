@@ -91,10 +91,17 @@ export function abortedBy(signal: AbortSignal): ConfigurationOptions {
 
 /** The API server's own words for a failed call (its Status message), not the client's dump of headers and body. */
 export function apiErrorMessage(err: unknown): string {
-  if (!(err instanceof ApiException)) return (err as Error)?.message ?? String(err);
+  if (!(err instanceof ApiException)) return withCauses(err);
   const body = err.body as { message?: unknown } | string | undefined;
   const message = typeof body === 'object' && typeof body?.message === 'string' ? body.message : typeof body === 'string' ? body : '';
   return `HTTP ${err.code}${message === '' ? '' : ` ${message}`}`;
+}
+
+/** An error's message and its causes' (fetch's `terminated` says only in its cause why: a reset, an answer beyond its bound). */
+function withCauses(err: unknown): string {
+  const words: string[] = [];
+  for (let e = err; e !== undefined && e !== null && words.length < 4; e = (e as Error).cause) words.push((e as Error).message ?? String(e));
+  return words.join(': ');
 }
 
 /** What a node-pods watch hands on, in order: every pod as it is now, and every pod deleted. */
@@ -148,7 +155,7 @@ export function watchNodePods(config: KubeConfig, nodeName: string, handler: Nod
   informer.on('connect', () => log.debug({ resourceVersion: informer.latestResourceVersion() }, 'watching this node\'s pods'));
   informer.on('error', (err: unknown) => {
     if (stopped) return;
-    log.warn({ error: (err as Error)?.message ?? String(err), resourceVersion: informer.latestResourceVersion(), retryInMs: retryMs }, 'pod list/watch failed');
+    log.warn({ error: apiErrorMessage(err), resourceVersion: informer.latestResourceVersion(), retryInMs: retryMs }, 'pod list/watch failed');
     retry = setTimeout(() => void start(), retryMs);
     retryMs = Math.min(retryMs * 2, LAST_RETRY_MS);
   });
