@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import pino from 'pino';
 import * as h from '../harness/index.ts';
 import { loadKubeconfig } from '../../src/kube/kubeconfig.ts';
@@ -16,7 +16,7 @@ import { deletePod, listNodePods } from '../../src/repair/api.ts';
 import { runRepairController, UNINITIALIZED_LABEL, type RepairSettings } from '../../src/repair/controller.ts';
 import { WatchedPod } from '../../src/repair/pod.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const NODE = 'test-node';
 
