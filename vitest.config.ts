@@ -4,7 +4,7 @@
  * share the kernel's netns names, the legacy xtables lock and host paths), each project after the
  * one before (sequence.groupOrder). node:test had no timeout: these are far above the longest
  * test seen (compat's differential, about 130 s; the cluster's scenarios run minutes each).
- * npm test [-- file ...] | npm run test:unit | npx vitest run --project e2e
+ * npm test [-- file ...] | npm run test:unit | npm test -- --project e2e
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
