@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { CniError } from './cni/errors.ts';
 import { decideFromPod } from './kube/decision.ts';
 import { Pod } from './kube/pod.ts';
+import { InvalidCaptureValue } from './redirect/errors.ts';
 import { renderCreate } from './redirect/restore.ts';
 import { buildRuleSet } from './redirect/ruleset.ts';
 import { captureSettingsFor, ProfileChoice } from './redirect/profile.ts';
@@ -55,7 +55,7 @@ export async function explain(args: string[]): Promise<number> {
     process.stdout.write(out);
     return 0;
   } catch (err) {
-    const message = err instanceof CniError ? `${err.message}: ${err.details}` : (err as Error).message;
+    const message = err instanceof InvalidCaptureValue ? `${err.message}: ${err.details}` : (err as Error).message;
     process.stderr.write(`istio-cni explain: ${message}\n`);
     return 1;
   }

@@ -14,6 +14,8 @@ import { applyCapture, captureDifferences, removeCapture } from './netns/capture
 import { resolveBackend } from './netns/iptables.ts';
 import { stopExecuting } from './netns/exec.ts';
 import { openPodNetns, type PodNetns } from './netns/netns.ts';
+import { reportOutcome } from './podcache/client.ts';
+import { InvalidCaptureValue } from './redirect/errors.ts';
 import { captureSettingsFor } from './redirect/profile.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
 
@@ -112,6 +114,11 @@ function captureSettings(config: PluginConfig, decision: Extract<Decided, { redi
   );
 }
 
+/** A capture value the rule core refuses (reading the pod, or building its rules) is the protocol's error 106. */
+function protocolError(err: unknown): unknown {
+  return err instanceof InvalidCaptureValue ? new CniError(ErrorCode.InvalidAnnotation, err.message, err.details) : err;
+}
+
 function noteDecision(summary: Summary, decision: Decided): void {
   summary.decision = decision.redirect ? 'redirect' : 'pass';
   summary.reason = decision.reason;
@@ -143,12 +150,16 @@ function writeOut(text: string): void {
   for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done);
 }
 
-/** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
+/** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line, one report. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = monotonicMs();
   const summary: Summary = {};
   let log: Logger | undefined;
+  let config: PluginConfig | undefined;
   let stdin = '';
+  /** The SPEC error code the runtime got (0: success) and how long the verb took, as logged and reported. */
+  let code = 0;
+  let durationMs = 0;
   // stdout carries one answer: the verb's, or SIGTERM's when that comes first.
   let answered = false;
   const print = (value: object) => {
@@ -156,14 +167,17 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     answered = true;
     writeOut(`${JSON.stringify(value)}\n`);
   };
-  const fail = (err: unknown) => {
+  const fail = (thrown: unknown) => {
+    const err = protocolError(thrown);
     const specError = toSpecError(err, versionOf(stdin));
     const first = !answered;
     print(specError);
     if (!first) return;
     process.exitCode = 1;
+    code = specError.code;
+    durationMs = monotonicMs() - started;
     const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
-    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(monotonicMs() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(durationMs) }, `${String(summary.verb ?? 'invocation')} failed`);
   };
   // A runtime that gives up on us sends SIGTERM: answer at once, but only after a running iptables
   // transaction is over, so the netns is final when we exit (all of the rules or none of them).
@@ -181,15 +195,25 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
       print(versionResult(stdin));
       return;
     }
-    const config = parseConfig(stdin);
+    config = parseConfig(stdin);
     log = createLogger(config);
     const invocation = readInvocation(command, env);
     Object.assign(summary, { containerId: invocation.containerId, netns: invocation.netns, pod: podOf(invocation.args) });
     const result = await VERBS[command]({ config, invocation, summary });
     if (result !== undefined) print(result);
     answered = true;
-    log.info({ ...summary, durationMs: Math.round(monotonicMs() - started) }, `${command} ok`);
+    durationMs = monotonicMs() - started;
+    log.info({ ...summary, durationMs: Math.round(durationMs) }, `${command} ok`);
   } catch (err) {
     fail(err);
   }
+  report(config, summary, code, durationMs);
+}
+
+/** The outcome to the installer's metrics, over the pod cache's socket when the entry names one (after the answer, never waited on). */
+function report(config: PluginConfig | undefined, summary: Summary, code: number, durationMs: number): void {
+  const verb = summary.verb;
+  if (config?.podCache === undefined || (verb !== 'ADD' && verb !== 'DEL' && verb !== 'CHECK')) return;
+  const decision = summary.decision === 'redirect' || summary.decision === 'pass' ? summary.decision : 'none';
+  reportOutcome(config.podCache.socketPath, { verb, decision, code, durationMs });
 }

@@ -95,8 +95,9 @@ function isUpToDate(path: string, text: string): boolean {
   }
 }
 
-/** `refused`: a config the runtime may use is not a regular file; nothing is written until it is. */
-export type Placement = 'placed' | 'no-config' | 'changed-meanwhile' | 'refused';
+/** placed: our entry was there already; inserted: it was written now; refused: a config the
+ * runtime may use is not a regular file, and nothing is written until it is. */
+export type Placement = 'placed' | 'inserted' | 'no-config' | 'changed-meanwhile' | 'refused';
 
 /**
  * Puts our entry last in the runtime's config and takes it out of every other config file, so it
@@ -122,7 +123,7 @@ export function placeEntry(settings: InstallSettings, log: Logger): Placement {
   }
   if (primary === undefined) return 'no-config';
   if (!primary.single && entryIsInPlace(primary.list, settings.entry)) return 'placed';
-  return rewrite(settings.netDir, primary, files.get(primary.fileName)!, withEntry(primary.list, settings.entry), log) ? 'placed' : 'changed-meanwhile';
+  return rewrite(settings.netDir, primary, files.get(primary.fileName)!, withEntry(primary.list, settings.entry), log) ? 'inserted' : 'changed-meanwhile';
 }
 
 /** Takes our entry out of every config file in net.d (the other plugins stay as they are). */

@@ -74,7 +74,7 @@ export function backoffMs(attempt: number, random: () => number = Math.random): 
 }
 
 /** The API server's Status message, when the body is one. */
-export function statusMessage(body: string): string {
+function statusMessage(body: string): string {
   try {
     const message = (JSON.parse(body) as { message?: unknown } | null)?.message;
     return typeof message === 'string' ? message : '';

@@ -1,4 +1,4 @@
-import { CniError, ErrorCode } from '../cni/errors.ts';
+import { InvalidCaptureValue } from './errors.ts';
 import type { Rule, TableRules } from './ruleset.ts';
 import type { RedirectSettings } from './settings.ts';
 
@@ -32,7 +32,7 @@ export const MAX_RULES = 4096;
 /** Error 106 for a rule set beyond MAX_RULES, checked before the rules are made where they multiply. */
 export function requireWithinCap(count: number): void {
   if (count > MAX_RULES) {
-    throw new CniError(ErrorCode.InvalidAnnotation, 'the capture annotations ask for too many rules', `${count} rules for one address family; at most ${MAX_RULES}`);
+    throw new InvalidCaptureValue('the capture annotations ask for too many rules', `${count} rules for one address family; at most ${MAX_RULES}`);
   }
 }
 

@@ -1,5 +1,5 @@
-import { CniError, ErrorCode } from '../cni/errors.ts';
 import { familyOfAddress, parseCidr, type Cidr } from './cidr.ts';
+import { InvalidCaptureValue } from './errors.ts';
 import { DEFAULT_SETTINGS, type CaptureDefaults, type RedirectSettings } from './settings.ts';
 
 /** The pod annotations that shape traffic capture, as Istio names them. */
@@ -44,9 +44,9 @@ const FALSE_WORDS = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
 /** How much of a bad value an error quotes: an annotation may be 256 KiB. */
 const QUOTED_CHARS = 200;
 
-export function invalid(source: string, value: string, why: string): CniError {
+export function invalid(source: string, value: string, why: string): InvalidCaptureValue {
   const quoted = value.length > QUOTED_CHARS ? `${JSON.stringify(value.slice(0, QUOTED_CHARS))}… (${value.length} characters)` : JSON.stringify(value);
-  return new CniError(ErrorCode.InvalidAnnotation, `invalid value for ${source}`, `${source}=${quoted}: ${why}`);
+  return new InvalidCaptureValue(`invalid value for ${source}`, `${source}=${quoted}: ${why}`);
 }
 
 /**

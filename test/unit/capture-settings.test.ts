@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'vitest';
 import { parseConfig } from '../../src/cni/config.ts';
 import { CniError } from '../../src/cni/errors.ts';
+import { InvalidCaptureValue } from '../../src/redirect/errors.ts';
 import { parseCidr } from '../../src/redirect/cidr.ts';
 import { renderCreate } from '../../src/redirect/restore.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';
@@ -181,7 +182,7 @@ describe('settings from a pod', () => {
   });
 });
 
-/** Malformed values: each must be refused with error 106 naming the annotation and the value. */
+/** Malformed values: each must be refused by the rule core naming the annotation and the value (the CNI layer's error 106). */
 const MALFORMED: [string, string][] = [
   [ANNOTATIONS.includeInboundPorts, '0'],
   [ANNOTATIONS.includeInboundPorts, '65536'],
@@ -258,7 +259,7 @@ describe('malformed annotation values', () => {
       assert.throws(
         () => settings({ [annotation]: value }),
         (err: unknown) =>
-          err instanceof CniError && err.code === 106 && err.message.includes(annotation) && err.details.includes(JSON.stringify(value)),
+          err instanceof InvalidCaptureValue && err.message.includes(annotation) && err.details.includes(JSON.stringify(value)),
         `${annotation}=${JSON.stringify(value)}`,
       );
     }

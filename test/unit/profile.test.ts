@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'vitest';
 import { parseConfig } from '../../src/cni/config.ts';
 import { CniError } from '../../src/cni/errors.ts';
+import { InvalidCaptureValue } from '../../src/redirect/errors.ts';
 import { captureSettingsFor, profileForProxy } from '../../src/redirect/profile.ts';
 import { differences, ownedState, parseSave, renderCreate, renderRemoval } from '../../src/redirect/restore.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';
@@ -26,8 +27,9 @@ function lines(s: ReturnType<typeof current>, family: 4 | 6 = 4, table = 'nat'):
     .filter((l) => l.startsWith('-'));
 }
 const chain = (all: string[], name: string) => all.filter((l) => l.startsWith(`-A ${name} `));
+// The rule core's own error, which the CNI layer reports as 106 (src/main.ts).
 const refuses = (fn: () => unknown, annotation: string) =>
-  assert.throws(fn, (e: CniError) => e.code === 106 && e.message.includes(annotation), annotation);
+  assert.throws(fn, (e) => e instanceof InvalidCaptureValue && e.message.includes(annotation), annotation);
 
 describe('rules_profile in the conflist', () => {
   it('defaults to seed and accepts istio-current and auto; anything else is error 7', () => {
