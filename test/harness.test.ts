@@ -2,11 +2,11 @@
 // netns topology, the libcni driver with Debian's ptp + host-local, traffic + SO_ORIGINAL_DST,
 // iptables helpers, and the fake kube-apiserver. Needs root.
 //
-//   node --import tsx --test test/harness.test.ts
+//   npm test -- test/harness.test.ts
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { after, before, describe, test } from 'node:test';
+import { afterAll, beforeAll, describe, test } from 'vitest';
 import { parse as yamlParse } from 'yaml';
 import { buildCnitool, runCni, runPlugin, type RunCniOptions } from './harness/cnitool.ts';
 import { DEBIAN_CNI_DIR, makeCniPath, writeConflist, type WrittenConflist } from './harness/conflist.ts';
@@ -39,7 +39,7 @@ import { connectFrom, probe, startOrigDstListener } from './harness/traffic.ts';
 const SUBNET_PREFIX = '10.200.0.';
 const GATEWAY = '10.200.0.1';
 
-after(async () => {
+afterAll(async () => {
   await cleanupAll();
 });
 
@@ -51,7 +51,7 @@ describe('libcni driver + ptp/host-local in a test topology', () => {
   let base: RunCniOptions;
   let podIP = '';
 
-  before(async () => {
+  beforeAll(async () => {
     await buildCnitool();
     topo = await makeTopology({ tag: 'smoke' });
     conf = writeConflist({ withIstio: false, netName: 'smoke-ptp' });
@@ -274,7 +274,7 @@ describe('what a chained plugin receives from libcni (a dump plugin after ptp)',
 describe('fake kube-apiserver', () => {
   let api: FakeKubeApi;
 
-  before(async () => {
+  beforeAll(async () => {
     api = await startFakeKubeApi({ pods: [injectedPod('web-0', 'default'), plainPod('plain-0', 'default')] });
   });
 

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import * as h from '../harness/index.ts';
 import * as c from '../harness/cluster.ts';
@@ -105,19 +105,19 @@ async function permissions(user: string): Promise<Set<string>> {
   return out;
 }
 
-describe('on a real one-node cluster', { concurrency: false }, () => {
+describe('on a real one-node cluster', { sequential: true }, () => {
   let machineBefore: MachineSnapshot;
   /** Every sandbox the tests saw, for the leftovers check. */
   const sandboxes: SandboxRef[] = [];
 
-  before(async () => {
+  beforeAll(async () => {
     await c.clusterDown({ log: () => undefined });
     machineBefore = machineSnapshot();
     await c.clusterUp();
     await makeMeshNamespace(NS);
   });
 
-  after(async () => {
+  afterAll(async () => {
     await c.clusterDown({ log: () => undefined });
     await h.cleanupAll();
   });
@@ -339,7 +339,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     for (const pod of await webPods()) sandboxes.push(await c.podSandbox(pod.metadata.uid));
     const r = await h.run(['/usr/bin/bash', join(h.REPO_ROOT, 'scripts', 'cluster.sh'), 'down'], { timeoutMs: 300_000, env: h.minimalEnv({ HOME: process.env.HOME ?? '/root' }) });
     assert.equal(r.code, 0, r.stderr);
-    t.diagnostic(r.stderr.trim().split('\n').at(-2) ?? '');
+    t.annotate(r.stderr.trim().split('\n').at(-2) ?? '');
     assert.deepEqual(leftovers(machineBefore, c.CLUSTER_DIR, sandboxes), []);
   });
 });

@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, watch as watchDir } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 import * as h from '../harness/index.ts';
 import * as c from '../harness/cluster.ts';
 import type { SandboxRef } from '../harness/cluster-host.ts';
@@ -168,17 +168,17 @@ function observeNodeFiles(): { stop(): NodeFiles } {
 const LABEL_MODE = ['repair.deletePods=false'];
 
 export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
-  describe('the start-up race and node faults', { concurrency: false }, () => {
+  describe('the start-up race and node faults', { sequential: true }, () => {
     let watch: PodWatch;
     const summary: string[] = [];
 
-    before(async () => {
+    beforeAll(async () => {
       await makeMeshNamespace(NS);
       watch = new PodWatch(NS);
       await watch.listed;
     });
 
-    after(async () => {
+    afterAll(async () => {
       await watch.stop();
       if (summary.length > 0) console.log(`# start-up race and node faults:\n${summary.map((l) => `#   ${l}`).join('\n')}`);
     });
@@ -201,7 +201,7 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
       assert.deepEqual(v.ranUncaptured, [], 'pods whose app ran without capture');
       assert.deepEqual(v.unreported, [], 'pods whose app ran and never reported');
       const line = `${scenario}: ${v.created} pods created, ${v.ranUncaptured.length + v.unreported.length} ran without rules, recovered in ${seconds(recoveredMs)}${more}`;
-      t.diagnostic(line);
+      t.annotate(line);
       summary.push(line);
     };
 

@@ -8,21 +8,21 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { runCompat } from './campaign.ts';
 import { readmeTables } from './listed.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 describe('differential: generated pods, our ADD against Istio\'s istio-cni plugin', () => {
   it('istio-current leaves the same rules as Istio; every seed difference and every refusal is listed', async (t) => {
     const runs = Number(process.env.COMPAT_TEST_RUNS ?? 150);
     const seed = process.env.COMPAT_SEED === undefined ? undefined : Number(process.env.COMPAT_SEED);
     const report = await runCompat({ runs, profiles: ['istio-current', 'seed'], concurrency: 2, ...(seed === undefined ? {} : { seed }) });
-    t.diagnostic(`seed ${report.seed}, ${report.runs} pods in ${(report.ms / 1000).toFixed(0)} s (COMPAT_SEED=${report.seed} replays it)`);
+    t.annotate(`seed ${report.seed}, ${report.runs} pods in ${(report.ms / 1000).toFixed(0)} s (COMPAT_SEED=${report.seed} replays it)`);
     for (const [profile, tally] of report.profiles) {
-      t.diagnostic(`${profile}: compared nft ${tally.compared.nft} (identical ${tally.identical.nft}), legacy ${tally.compared.legacy} (identical ${tally.identical.legacy}), both refused ${tally.bothRefused}, listed ${JSON.stringify([...tally.listed])}`);
+      t.annotate(`${profile}: compared nft ${tally.compared.nft} (identical ${tally.identical.nft}), legacy ${tally.compared.legacy} (identical ${tally.identical.legacy}), both refused ${tally.bothRefused}, listed ${JSON.stringify([...tally.listed])}`);
     }
     const current = report.profiles.get('istio-current')!;
     assert.deepEqual(current.unlisted, [], `seed ${report.seed}`);
@@ -33,7 +33,7 @@ describe('differential: generated pods, our ADD against Istio\'s istio-cni plugi
     assert.deepEqual(report.profiles.get('seed')!.unlisted, [], `seed ${report.seed}`);
     // The rule builder against pilot-agent's istio-iptables itself, with node-wide settings as flags.
     const flags = report.pilotAgent;
-    t.diagnostic(`istio-current with node settings vs pilot-agent istio-iptables: identical nft ${flags.identical.nft}, legacy ${flags.identical.legacy}`);
+    t.annotate(`istio-current with node settings vs pilot-agent istio-iptables: identical nft ${flags.identical.nft}, legacy ${flags.identical.legacy}`);
     assert.deepEqual(flags.unlisted, [], `seed ${report.seed}`);
     assert.ok(flags.identical.nft > 0 && flags.identical.legacy > 0, JSON.stringify(flags.identical));
   });

@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import * as h from '../harness/index.ts';
 import { istioPrograms } from '../harness/istio.ts';
 import { DECISION_DIFFERENCES } from './listed.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const FIXTURES = new URL('../fixtures/pods/', import.meta.url);
 const fixtures = new Map(readdirSync(FIXTURES).map((file) => [file.replace(/\.yaml$/, ''), parseYaml(readFileSync(new URL(file, FIXTURES), 'utf8')) as h.Pod]));
@@ -53,7 +53,7 @@ const CASES: [string, h.Pod | undefined][] = [
 describe('the capture decision, ours and Istio\'s istio-cni plugin', () => {
   let e: h.E2E;
   let istioPath: string;
-  before(async () => {
+  beforeAll(async () => {
     const istio = await istioPrograms();
     const runDir = h.makeTempDir('icni-istio-run-');
     mkdirSync(runDir, { recursive: true });

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
 const TPROXY_LISTEN = join(h.REPO_ROOT, 'test', 'helpers', 'tproxy-listen.py');

@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { classify, ourState } from '../hostile/oracle.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 const PODS = 64;
@@ -19,7 +19,7 @@ let node: h.Netns;
 let kubeconfig: string;
 let logDir: string;
 
-before(async () => {
+beforeAll(async () => {
   api = await h.startFakeKubeApi({ pods: Array.from({ length: PODS }, (_, i) => h.injectedPod(`web-${i}`, 'default')) });
   node = await h.createNetns({ tag: 'conc-node' });
   await api.exposeIn(node);

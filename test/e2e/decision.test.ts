@@ -6,11 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import * as h from '../harness/index.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const POD_ANNOTATIONS = 'io.kubernetes.cri.pod-annotations';
 const FIXTURES = new URL('../fixtures/pods/', import.meta.url);
@@ -48,7 +48,7 @@ async function addThenDel(e: h.E2E, ref: h.PodRef | undefined, capArgs?: Record<
 
 describe('the decision table, row by row', () => {
   let e: h.E2E;
-  before(async () => {
+  beforeAll(async () => {
     e = await h.makeE2E({ tag: 'table', pods: [...pods.values()], conflist: { iptablesBackend: 'nft' } });
   });
 
@@ -123,7 +123,7 @@ describe('the decision table, row by row', () => {
 
 describe('runtime-supplied annotations (CAP_ARGS -> runtimeConfig)', () => {
   let e: h.E2E;
-  before(async () => {
+  beforeAll(async () => {
     e = await h.makeE2E({ tag: 'annotations', pods: [...pods.values()], conflist: { iptablesBackend: 'nft' } });
   });
   const capArgsOf = (pod: h.Pod) => ({ [POD_ANNOTATIONS]: pod.metadata.annotations ?? {} });

@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 const WEB = { pod: 'web-0', namespace: 'default' };

@@ -9,12 +9,12 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { makeMountNs, replaceXtables, type MountNs } from '../hostile/mountns.ts';
 import { classify, ourState, processProblems, specErrorProblems } from '../hostile/oracle.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 const WEB = { pod: 'web-0', namespace: 'default' };

@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { CALICO, makeFakeNode } from '../install/node.ts';
 import { makeMountNs, replaceXtables, restoreInputs, type MountNs } from '../hostile/mountns.ts';
 import { ourState, resetNat, specErrorProblems } from '../hostile/oracle.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
 const RACER = join(h.REPO_ROOT, 'test', 'helpers', 'racer.py');

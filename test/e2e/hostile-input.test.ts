@@ -3,13 +3,13 @@
  * generators as `npm run fuzz`, which runs >= 10,000), then one test per failure the generators found.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { runCampaign } from '../hostile/campaign.ts';
 import { runInstallCampaign } from '../hostile/install-campaign.ts';
 import { ourState, specErrorProblems } from '../hostile/oracle.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 const WEB = { pod: 'web-0', namespace: 'default' };

@@ -5,10 +5,10 @@
  * in built-in chains. That the rules equal Istio's own is test/compat/'s job.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
 const GATEWAY = '10.200.0.1';

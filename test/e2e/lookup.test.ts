@@ -7,10 +7,10 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const WEB = { namespace: 'default', name: 'web-0' };
 const POLICY = { pod_lookup_timeout_ms: 300, pod_lookup_budget_ms: 1500, pod_lookup_not_found_ms: 600 };
@@ -23,7 +23,7 @@ let api: h.FakeKubeApi;
 let dir: string;
 let kubeconfig: string;
 
-before(async () => {
+beforeAll(async () => {
   api = await h.startFakeKubeApi({ pods: [h.injectedPod(WEB.name, WEB.namespace)] });
   dir = h.makeTempDir('icni-lookup-');
   kubeconfig = api.writeKubeconfig(dir, { auth: 'token', caMode: 'data' });

@@ -8,12 +8,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { CALICO, entryIsLast, makeFakeNode, readConflist, startInstaller, waitFor, type FakeNode } from '../install/node.ts';
 import { UNINITIALIZED_LABEL } from '../../src/repair/pod.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const NODE_NAME = 'test-node';
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -28,7 +28,7 @@ let metricsUrl: string;
 /** What kubelet reports for an istio-validation that exited 126: the pod started without capture. */
 const BROKEN = { status: { phase: 'Pending', initContainerStatuses: [{ name: 'istio-validation', restartCount: 1, state: { waiting: { reason: 'CrashLoopBackOff' } }, lastState: { terminated: { exitCode: 126 } } }] } };
 
-before(async () => {
+beforeAll(async () => {
   api = await h.startFakeKubeApi({ pods: [h.injectedPod('web-0', 'default'), h.injectedPod('web-1', 'default'), h.injectedPod('broken-0', 'default', BROKEN)] });
   h.servePodWatch(api);
   dir = h.makeTempDir('icni-metrics-');

@@ -10,11 +10,11 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { CALICO, makeFakeNode, readConflist, startInstaller, stopInstaller, waitFor } from '../install/node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const NODE_NAME = 'test-node';
 const TIMEOUT_MS = 400;
@@ -33,7 +33,7 @@ let installer: h.Daemon;
 /** Watch requests held open without events while set: the cache then misses what happens meanwhile. */
 let held: ServerResponse[] | undefined;
 
-before(async () => {
+beforeAll(async () => {
   api = await h.startFakeKubeApi({ pods: [h.injectedPod(WEB, 'default')] });
   api.addRoute(({ url, res, record }) => {
     if (held === undefined || url.pathname !== '/api/v1/pods' || url.searchParams.get('watch') !== 'true') return false;

@@ -7,11 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { UNINITIALIZED_LABEL } from '../../src/repair/pod.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const NODE = 'test-node';
 

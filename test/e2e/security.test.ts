@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { ourState, specErrorProblems } from '../hostile/oracle.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 /** Where build/build.mjs leaves the esbuild bundle of the plugin that the executable is compiled from. */

@@ -4,10 +4,10 @@
  * has programmed the pod's redirect and 126 within its timeout when it has not.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const WEB = { pod: 'web-0', namespace: 'default' };
 const PLAIN = { pod: 'plain-0', namespace: 'default' };

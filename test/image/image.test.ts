@@ -9,18 +9,18 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, it } from 'node:test';
+import { afterAll, beforeAll, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { daemonSetEnv, find, hostMounts, manifestObjects } from '../install/manifest.ts';
 import { CALICO, entryIsLast, KUBECONFIG_NAME, makeFakeNode, waitFor } from '../install/node.ts';
 import { BASE_IMAGE, baseRootfsTarball, makePodman, type Podman } from '../harness/image-build.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const IMAGE = 'localhost/istio-cni:test';
 let podman: Podman;
 
-before(async () => {
+beforeAll(async () => {
   const tarball = await baseRootfsTarball();
   podman = makePodman();
   await podman.ok(['import', tarball, BASE_IMAGE]);

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, it } from 'node:test';
+import { afterAll, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { entryIsLast, makeFakeNode, startInstaller, stopInstaller, types } from './node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const PLAIN = { pod: 'plain-0', namespace: 'default' };
 const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');

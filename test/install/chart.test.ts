@@ -7,19 +7,19 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import * as h from '../harness/index.ts';
 import { kitBins } from '../harness/cluster.ts';
 import { daemonSetEnv, find, hostMounts, MANIFEST, type K8sObject } from './manifest.ts';
 import { CALICO, makeFakeNode, readConflist } from './node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const CHART = join(h.REPO_ROOT, 'deploy', 'charts', 'istio-cni');
 let helm: string;
 
-before(async () => {
+beforeAll(async () => {
   helm = join(await kitBins('helm'), 'helm');
 });
 

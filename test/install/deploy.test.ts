@@ -7,12 +7,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { after, it } from 'node:test';
+import { afterAll, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { container, daemonSetEnv, find, hostMounts, manifestObjects, POD_IP } from './manifest.ts';
 import { CALICO, makeFakeNode, readConflist, startInstaller, stopInstaller } from './node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 it('the DaemonSet mounts the host dirs its environment names, on the host network, on every node', () => {
   const objects = manifestObjects();

@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { CALICO, entryIsLast, KUBECONFIG_NAME, makeFakeNode, readConflist, startInstaller, stopInstaller, types, waitFor, type FakeNode } from './node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 const RACER = join(h.REPO_ROOT, 'test', 'helpers', 'racer.py');

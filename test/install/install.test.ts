@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import * as h from '../harness/index.ts';
 import { BRIDGE, CALICO, entryIsLast, HOST_NET_DIR, KUBECONFIG_NAME, makeFakeNode, readConflist, startInstaller, stopInstaller, types, waitFor } from './node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const OUR_ENTRY = {
   type: 'istio-cni',

@@ -8,11 +8,11 @@ import type { IncomingMessage } from 'node:http';
 import { request } from 'node:http';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { afterAll, beforeAll, beforeEach, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { CALICO, makeFakeNode, startInstaller, stopInstaller, waitFor, type FakeNode } from './node.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const NODE_NAME = 'test-node';
 const TAINT = { key: 'cni.istio.io/not-ready', effect: 'NoSchedule' };
@@ -90,7 +90,7 @@ describe('the node readiness taint (NODE_READINESS_TAINT)', () => {
   let interfere = false;
   const patches: Array<{ contentType: string | undefined; body: { metadata: { resourceVersion: string }; spec: { taints: Taint[] | null } }; status: number }> = [];
 
-  before(async () => {
+  beforeAll(async () => {
     api = await h.startFakeKubeApi({ pods: [] });
     api.addRoute(({ req, res, url, record }) => {
       if (url.pathname !== `/api/v1/nodes/${NODE_NAME}`) return false;

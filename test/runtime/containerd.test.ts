@@ -6,12 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { startContainerd, type Containerd, type PodSpec, type Sandbox } from '../harness/containerd.ts';
 import { freeHostSubnet, hostLocalLeases, hostRoutesIn, restoreIpForwardAtCleanup } from '../harness/host-net.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
 const BURST = 20;
@@ -52,7 +52,7 @@ describe('under containerd 1.6 (CRI)', () => {
 
   const run = (name: string) => ctd.runPod(podSpec(api.pods.get(`default/${name}`)!));
 
-  before(async () => {
+  beforeAll(async () => {
     const pods = [h.injectedPod('web-0', 'default'), h.injectedPod('web-1', 'default'), h.plainPod('plain-0', 'default')];
     for (let i = 0; i < BURST; i += 1) pods.push(h.injectedPod(`burst-${i}`, 'default'));
     api = await h.startFakeKubeApi({ pods });

@@ -6,12 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { freeHostSubnet, hostLocalLeases, hostRoutesIn, restoreIpForwardAtCleanup } from '../harness/host-net.ts';
 import { makePodman, type Podman } from '../harness/podman.ts';
 
-after(h.cleanupAll);
+afterAll(h.cleanupAll);
 
 const IMAGE = 'localhost/icni-busybox:test';
 
@@ -43,7 +43,7 @@ describe('under podman 4.3 (CNI backend)', () => {
       .map((l) => JSON.parse(l) as LogLine)
       .filter((l) => l.containerId === containerId);
 
-  before(async () => {
+  beforeAll(async () => {
     api = await h.startFakeKubeApi();
     subnet = await freeHostSubnet();
     restoreIpForwardAtCleanup();

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { parseConfig } from '../../src/cni/config.ts';
 import { CniError } from '../../src/cni/errors.ts';
 import { InvalidCaptureValue } from '../../src/redirect/errors.ts';
@@ -269,14 +269,14 @@ describe('malformed annotation values', () => {
     const value = Array.from({ length: MAX_ITEMS + 1 }, (_, i) => String(i + 1)).join(',');
     assert.throws(
       () => settings({ [ANNOTATIONS.excludeInboundPorts]: value }),
-      (err: unknown) => err instanceof CniError && err.code === 106 && /1025 items; at most 1024/.test(err.details) && err.details.length < 400,
+      (err: unknown) => err instanceof InvalidCaptureValue && /1025 items; at most 1024/.test(err.details) && err.details.length < 400,
     );
     assert.equal(settings({ [ANNOTATIONS.includeInboundPorts]: value.split(',').slice(0, MAX_ITEMS).join(',') }).includeInboundPorts.length, MAX_ITEMS);
   });
 
   it('refuses a proxy uid or gid out of range: (uid_t)-1, negative, beyond 32 bits', () => {
     for (const securityContext of [{ runAsUser: -1 }, { runAsUser: 4294967295 }, { runAsGroup: 2 ** 32 }, { runAsGroup: -5 }]) {
-      assert.throws(() => settings({}, { securityContext }), (err: unknown) => err instanceof CniError && err.code === 106, JSON.stringify(securityContext));
+      assert.throws(() => settings({}, { securityContext }), (err: unknown) => err instanceof InvalidCaptureValue, JSON.stringify(securityContext));
     }
     assert.equal(settings({}, { securityContext: { runAsUser: 4294967294 } }).proxyUid, 4294967294);
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { parseCniArgs } from '../../src/cni/args.ts';
 import { parseConfig } from '../../src/cni/config.ts';
 import { readCommand, readInvocation } from '../../src/cni/env.ts';

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../harness/conflist.ts';
 import { parseResponse, type GetRequest } from '../../src/kube/http1.ts';

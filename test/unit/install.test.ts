@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { renderKubeconfig } from '../../src/install/kubeconfig.ts';
 import { entryIsInPlace, parseNetConfig, primaryConfig, withEntry } from '../../src/install/netconf.ts';

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { afterAll, describe, it } from 'vitest';
 import pino from 'pino';
 import { cleanupAll, makeTempDir } from '../harness/proc.ts';
 import { createLogger } from '../../src/log.ts';
 
-after(cleanupAll);
+afterAll(cleanupAll);
 
 const SUMMARY = { verb: 'ADD', containerId: 'c1', pod: 'default/web', decision: 'redirect', apiAttempts: 1, note: 'quote " and\nnewline', skipped: undefined, durationMs: 12 };
 

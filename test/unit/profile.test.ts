@@ -5,7 +5,7 @@
  * job (test/compat/); here the reading of values that test can only sample.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { parseConfig } from '../../src/cni/config.ts';
 import { CniError } from '../../src/cni/errors.ts';
 import { InvalidCaptureValue } from '../../src/redirect/errors.ts';

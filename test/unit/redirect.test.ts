@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { differences, parseSave, renderCreate, renderRemoval, renderReplace, ruleLine, UnreadableSave } from '../../src/redirect/restore.ts';
 import { MAX_RULES } from '../../src/redirect/rule-parts.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { readFlags, UsageError } from '../../src/flags.ts';
 import { startedUncaptured, WatchedPod } from '../../src/repair/pod.ts';
 

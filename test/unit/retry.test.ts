@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 import { backoffMs, judge, retryAfterMs } from '../../src/kube/retry.ts';
 
 const status = (code: number, message = '') => ({ kind: 'answer' as const, status: code, body: JSON.stringify({ kind: 'Status', message }) });

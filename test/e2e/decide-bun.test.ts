@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { REPO_ROOT } from '../harness/conflist.ts';
@@ -36,7 +36,7 @@ try {
   return JSON.parse(stdout) as Outcome;
 }
 
-after(cleanupAll);
+afterAll(cleanupAll);
 
 /** What the server answers the next requests with: a status and a body, or a dropped connection. */
 type Answer = { status: number; body: string } | 'drop';
@@ -53,7 +53,7 @@ let answer: Answer = { status: 200, body: JSON.stringify(INJECTED) };
 let requests = 0;
 let kubeconfig = '';
 
-before(async () => {
+beforeAll(async () => {
   server = createServer((_req, res) => {
     requests += 1;
     if (answer === 'drop') return void res.socket?.destroy();
@@ -66,7 +66,7 @@ before(async () => {
   const { port } = server.address() as AddressInfo;
   writeFileSync(kubeconfig, `clusters: [{name: k, cluster: {server: "http://127.0.0.1:${port}"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n`);
 });
-after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 function config(extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'istio-cni', kubernetes: { kubeconfig }, pod_lookup_timeout_ms: 200, pod_lookup_budget_ms: 400, pod_lookup_not_found_ms: 100, ...extra });
