@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --rounds N --warmup N --repeats N --skip concurrency,scaling --compare LABEL=BIN … --update-readme]
+ * npm run bench [-- --rounds N --warmup N --repeats N --skip concurrency,scaling --compare LABEL=BIN … --update-docs]
  *
  * Measures the built dist/istio-cni as whole processes, run the way libcni runs it (environment +
  * stdin, inside a harness-made node netns that reaches the fake API server), side by side with a
@@ -35,7 +35,7 @@ const { values: opt } = parseArgs({
     skip: { type: 'string', default: '' },
     compare: { type: 'string', multiple: true, default: [] },
     istio: { type: 'string' },
-    'update-readme': { type: 'boolean', default: false },
+    'update-docs': { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(opt.rounds);
@@ -435,14 +435,14 @@ function chart(results: Results): Buffer {
   return renderPng(svg);
 }
 
-function updateReadme(table: string): void {
-  const path = join(REPO_ROOT, 'README.md');
+function updateBenchmarksDoc(table: string): void {
+  const path = join(REPO_ROOT, 'docs', 'benchmarks.md');
   const readme = readFileSync(path, 'utf8');
   const start = '<!-- bench:start -->';
   const end = '<!-- bench:end -->';
   const i = readme.indexOf(start);
   const j = readme.indexOf(end);
-  if (i < 0 || j < i) throw new Error(`README.md has no ${start} … ${end} block`);
+  if (i < 0 || j < i) throw new Error(`docs/benchmarks.md has no ${start} … ${end} block`);
   writeFileSync(path, `${readme.slice(0, i + start.length)}\n${table}${readme.slice(j)}`);
 }
 
@@ -497,7 +497,7 @@ async function main(): Promise<void> {
   writeFileSync(join(OUT_DIR, 'results.json'), JSON.stringify(results, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v, 3) : v), 2) + '\n');
   writeFileSync(join(OUT_DIR, 'results.md'), table);
   writeFileSync(join(OUT_DIR, 'chart.png'), chart(results));
-  if (opt['update-readme']) updateReadme(table);
+  if (opt['update-docs']) updateBenchmarksDoc(table);
   process.stdout.write(table);
   log(`wrote ${join(OUT_DIR, 'results.json')}, results.md, chart.png in ${meta.durationS} s`);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real one-node Kubernetes cluster on this machine, with istio-cni installed from deploy/
-# (README: "Try it on a real cluster"). As root, on Debian 12:
+# (docs/real-cluster.md). As root, on Debian 12:
 #   bash scripts/cluster.sh up                 build what is missing, start the cluster, apply our DaemonSet
 #   bash scripts/cluster.sh status             components, PIDs, node and DaemonSet
 #   bash scripts/cluster.sh inject FILE        FILE (Deployments, Pods...) through istioctl kube-inject, offline

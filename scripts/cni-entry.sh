@@ -8,7 +8,7 @@
 #                                           remove $CNI_BIN_DIR/istio-cni
 #
 # Environment (defaults): CNI_NET_DIR (/etc/cni/net.d), CNI_BIN_DIR (/opt/cni/bin); CNI_CONF_NAME,
-# CNI_NETWORK_CONFIG, KUBECFG_FILE_NAME as for the installer (README.md). No kubeconfig is written
+# CNI_NETWORK_CONFIG, KUBECFG_FILE_NAME as for the installer (docs/operations.md). No kubeconfig is written
 # unless KUBERNETES_SERVICE_HOST (and SERVICE_ACCOUNT_PATH, a dir with `token` and `ca.crt`) are set:
 # the entry points the plugin at $CNI_NET_DIR/ZZZ-istio-cni-kubeconfig, so put one there.
 set -euo pipefail

@@ -3,15 +3,15 @@
  * 2000), each through Istio's own istio-cni plugin and through our ADD in every profile, on one backend
  * each (alternating nft and legacy). COMPAT_SEED replays a run, COMPAT_CONCURRENCY sets how many pods
  * run at once (default 2). Needs root and a fresh `npm run build`; builds Istio's programs on first use.
- * `npm run compat -- --update-readme` only writes the listed differences into the README.
+ * `npm run compat -- --update-docs` only writes the listed differences into docs/compatibility.md.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { runCompat, type CompatReport } from '../test/compat/campaign.ts';
 import { readmeTables } from '../test/compat/listed.ts';
 import { cleanupAll } from '../test/harness/index.ts';
 
-if (process.argv.includes('--update-readme')) {
-  const readme = new URL('../README.md', import.meta.url);
+if (process.argv.includes('--update-docs')) {
+  const readme = new URL('../docs/compatibility.md', import.meta.url);
   const text = readFileSync(readme, 'utf8').replace(/(<!-- compat:start -->\n)[\s\S]*?(<!-- compat:end -->)/, (_, start: string, end: string) => `${start}${readmeTables()}${end}`);
   writeFileSync(readme, text);
   process.exit(0);

@@ -51,7 +51,7 @@ else
 fi
 
 # Kubernetes v1.37.2 + etcd, and Istio's programs (istioctl for kube-inject): cold, each takes
-# 10-20 minutes on 2 cores (see README, "Try it on a real cluster"); helm (the chart's lint and
+# 10-20 minutes on 2 cores (see docs/real-cluster.md); helm (the chart's lint and
 # render, the cluster's install): ~2 minutes; warm, a hash and a stat.
 for kit in k8s istio helm; do
   echo "setup.sh: cluster kit $kit in $(bash cluster/build.sh "$kit")"

@@ -1,5 +1,5 @@
 /**
- * SPEC error codes. 0-99 are the SPEC's own; 100+ are this plugin's and are listed in the README.
+ * SPEC error codes. 0-99 are the SPEC's own; 100+ are this plugin's and are listed in docs/configuration.md.
  */
 export const ErrorCode = {
   IncompatibleVersion: 1,

@@ -9,7 +9,7 @@ import type { KubeConnection } from './kubeconfig.ts';
  * The official client (@kubernetes/client-node) for the node-side jobs that run for long: the
  * installer's pod cache, repair and the node readiness taint. The plugin's per-pod lookup keeps its
  * own lean GET (client.ts): loading this client costs a start more than the whole of a pass-through
- * ADD (README, "Pod lookup").
+ * ADD (docs/configuration.md, "Pod lookup").
  */
 
 /**

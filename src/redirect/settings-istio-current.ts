@@ -7,7 +7,7 @@ import { DEFAULT_SETTINGS, type RedirectSettings } from './settings.ts';
  * same annotations and istio-proxy environment, and its defaults. Values Istio accepts only because
  * iptables happens to read them (a port list that is all blanks, `*` among ports) are refused, as
  * Istio's ADD fails on them too; values Istio accepts that mean something else to iptables (a port
- * with a leading zero is octal there) or nothing (port 0) are refused on purpose (README).
+ * with a leading zero is octal there) or nothing (port 0) are refused on purpose (docs/compatibility.md).
  */
 
 /** The status, health and Prometheus ports: Istio's CNI plugin always leaves them alone inbound. */

@@ -2,7 +2,7 @@
  * The differential test in `npm test`: COMPAT_TEST_RUNS generated pods (default 150; `npm run compat`
  * runs >= 2,000) through our ADD in both profiles and through Istio's own istio-cni plugin, each pair
  * of netns compared. istio-current: the same netns for every pod both accept, refusals only where
- * listed. seed: every difference listed, with its reason, in the README. And each pod once more with
+ * listed. seed: every difference listed, with its reason, in docs/compatibility.md. And each pod once more with
  * node-wide capture settings, against `pilot-agent istio-iptables` given the same settings as flags.
  */
 import assert from 'node:assert/strict';
@@ -38,8 +38,8 @@ describe('differential: generated pods, our ADD against Istio\'s istio-cni plugi
     assert.ok(flags.identical.nft > 0 && flags.identical.legacy > 0, JSON.stringify(flags.identical));
   });
 
-  it('the README lists exactly the differences the test accepts', () => {
-    const readme = readFileSync(join(h.REPO_ROOT, 'README.md'), 'utf8');
+  it('docs/compatibility.md lists exactly the differences the test accepts', () => {
+    const readme = readFileSync(join(h.REPO_ROOT, 'docs', 'compatibility.md'), 'utf8');
     const block = /<!-- compat:start -->\n([\s\S]*?)<!-- compat:end -->/.exec(readme)?.[1];
     assert.equal(block, readmeTables());
   });

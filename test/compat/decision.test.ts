@@ -2,7 +2,7 @@
  * Which pods are captured, ours against Istio's own istio-cni plugin: each case through the same
  * libcni chain (ptp + host-local, then the plugin) against the same fake API server, pods as
  * `kubectl get pod -o yaml` prints them (test/fixtures/pods) and variants of them. The decision must
- * be the same, or be one of the listed differences (listed.ts, README).
+ * be the same, or be one of the listed differences (listed.ts, docs/compatibility.md).
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';

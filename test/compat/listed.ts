@@ -1,6 +1,6 @@
 /**
  * Every difference between our ADD and Istio's that the differential test accepts, each with its
- * reason; the README's tables are these (scripts/compat.ts --update-readme writes them).
+ * reason; docs/compatibility.md's tables are these (scripts/compat.ts --update-docs writes them).
  */
 import type { Difference, Profile } from './differential.ts';
 import type { GeneratedPod, Tag } from './pods.ts';
@@ -142,7 +142,7 @@ export const DECISION_DIFFERENCES: DecisionDifference[] = [
 
 const cell = (text: string) => text.replaceAll('|', '\\|');
 
-/** The README's tables (between `<!-- compat:start -->` and `<!-- compat:end -->`), from the lists above. */
+/** docs/compatibility.md's tables (between `<!-- compat:start -->` and `<!-- compat:end -->`), from the lists above. */
 export function readmeTables(): string {
   const refusals = (['istio-current', 'seed'] as const).flatMap((profile) =>
     Object.entries(REFUSALS[profile]).map(([tag, r]) => `| ${profile} | \`${tag}\` | ${r!.refusedBy === 'ours' ? 'we refuse, Istio accepts' : 'Istio refuses, we accept'} | ${cell(r!.why)} |`),
