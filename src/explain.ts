@@ -3,12 +3,14 @@ import { parse as parseYaml } from 'yaml';
 import { CniError } from './cni/errors.ts';
 import { decideFromPod } from './kube/decision.ts';
 import { Pod } from './kube/pod.ts';
+import { renderNftScript, toNftables } from './redirect/nftables.ts';
 import { renderCreate } from './redirect/restore.ts';
 import { buildRuleSet } from './redirect/ruleset.ts';
 import { CaptureDefaults } from './redirect/settings.ts';
 import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
-const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6]\n';
+const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--backend iptables|nftables]\n';
+const BACKENDS = ['iptables', 'nftables'];
 
 /** The pod's addresses as `kubectl get pod -o yaml` shows them, once it has run. */
 function statusIps(document: unknown): string[] {
@@ -17,14 +19,17 @@ function statusIps(document: unknown): string[] {
 }
 
 /**
- * `istio-cni explain`: the iptables-restore input ADD would apply for a pod manifest, with the
- * plugin's default settings. No root, no netns, no API server. IPv6 rules are shown when the manifest's
- * status has an IPv6 pod IP or with --ipv6.
+ * `istio-cni explain`: the iptables-restore input (or, with `--backend nftables`, the `nft -f` script)
+ * ADD would apply for a pod manifest, with the plugin's default settings. No root, no netns, no API
+ * server. IPv6 rules are shown when the manifest's status has an IPv6 pod IP or with --ipv6.
  */
 export async function explain(args: string[]): Promise<number> {
-  const file = args.find((a) => !a.startsWith('--'));
-  const unknown = args.filter((a) => a.startsWith('--') && a !== '--ipv6');
-  if (file === undefined || unknown.length > 0 || args.length > 2) {
+  const rest = [...args];
+  const backendAt = rest.indexOf('--backend');
+  const backend = backendAt < 0 ? 'iptables' : rest.splice(backendAt, 2)[1];
+  const file = rest.find((a) => !a.startsWith('--'));
+  const unknown = rest.filter((a) => a.startsWith('--') && a !== '--ipv6');
+  if (file === undefined || unknown.length > 0 || rest.length > 2 || !BACKENDS.includes(backend ?? '')) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -40,9 +45,13 @@ export async function explain(args: string[]): Promise<number> {
     const fromPod = settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) });
     const settings = { ...fromPod, ipv6: fromPod.ipv6 || args.includes('--ipv6') };
     let out = `# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: ${decision.reason}\n`;
-    for (const family of [4, 6] as const) {
-      const ruleSet = buildRuleSet(settings, family);
-      if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
+    const [v4, v6] = [buildRuleSet(settings, 4), buildRuleSet(settings, 6)];
+    if (backend === 'nftables') {
+      if (v4.length + v6.length > 0) out += `# IPv4${v6.length > 0 ? ' and IPv6' : ''}: nft -f - (one transaction)\n${renderNftScript(toNftables(v4, v6))}`;
+    } else {
+      for (const [family, ruleSet] of [[4, v4], [6, v6]] as const) {
+        if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
+      }
     }
     if (settings.interceptionMode === 'TPROXY') {
       out += `# and, per family: ip rule add fwmark ${settings.tproxyMark} lookup ${settings.tproxyRouteTable}; ip route replace local default dev lo table ${settings.tproxyRouteTable}\n`;

@@ -10,8 +10,7 @@ import { probeApi } from './kube/client.ts';
 import { loadKubeconfig } from './kube/kubeconfig.ts';
 import { decide, type Decided } from './kube/lookup.ts';
 import { createLogger, type Logger } from './log.ts';
-import { applyCapture, captureDifferences, removeCapture } from './netns/capture.ts';
-import { resolveBackend } from './netns/iptables.ts';
+import { applyCapture, captureDifferences, removeCapture, resolveCaptureBackend } from './netns/capture.ts';
 import { stopExecuting } from './netns/exec.ts';
 import { checkNetnsPath } from './netns/netns.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
@@ -33,7 +32,7 @@ async function cmdAdd({ config, invocation, summary }: VerbContext): Promise<obj
     // Validated before the netns is touched: a bad annotation changes nothing.
     const settings = captureSettings(config, decision);
     requireNetns(invocation.netns);
-    summary.rules = await applyCapture(invocation.netns, resolveBackend(config.iptablesBackend), settings);
+    summary.rules = await applyCapture(invocation.netns, resolveCaptureBackend(config.iptablesBackend), settings);
   }
   return passThroughResult(config);
 }
@@ -45,7 +44,7 @@ async function cmdDel({ config, invocation, summary }: VerbContext): Promise<und
     return;
   }
   // DEL makes no API call: TPROXY's mark and route table are fixed, so the defaults find them.
-  const removed = await removeCapture(invocation.netns, resolveBackend(config.iptablesBackend), DEFAULT_SETTINGS);
+  const removed = await removeCapture(invocation.netns, resolveCaptureBackend(config.iptablesBackend), DEFAULT_SETTINGS);
   summary.rules = removed ? 'removed' : 'none';
 }
 
@@ -55,7 +54,7 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   noteDecision(summary, decision);
   const settings = decision.redirect ? captureSettings(config, decision) : undefined;
   requireNetns(invocation.netns);
-  const found = await captureDifferences(invocation.netns, resolveBackend(config.iptablesBackend), settings);
+  const found = await captureDifferences(invocation.netns, resolveCaptureBackend(config.iptablesBackend), settings);
   if (found.length > 0) {
     throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.join('; '));
   }

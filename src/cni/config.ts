@@ -56,7 +56,8 @@ export const PluginConfig = z
       .optional(),
     exclude_namespaces: z.array(z.string()).optional(),
     cni_agent_run_dir: AbsolutePath.optional(),
-    iptables_backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+    /** `nft`/`legacy`: iptables through that backend; `nftables`: native nftables, no iptables at all. */
+    iptables_backend: z.enum(['auto', 'nft', 'legacy', 'nftables']).default('auto'),
     capture: CaptureDefaults,
     pod_namespace: z.string().optional(),
     pod_lookup_timeout_ms: Milliseconds.default(3_000),

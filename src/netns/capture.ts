@@ -3,8 +3,10 @@ import type { Family } from '../redirect/cidr.ts';
 import { differences } from '../redirect/restore.ts';
 import { buildRuleSet } from '../redirect/ruleset.ts';
 import type { RedirectSettings } from '../redirect/settings.ts';
+import { toNftables } from '../redirect/nftables.ts';
 import { executeInNetns } from './exec.ts';
-import { applyRuleSet, readState, removeRuleSet, type Backend } from './iptables.ts';
+import { applyRuleSet, readState, removeRuleSet, resolveBackend, type Backend } from './iptables.ts';
+import { applyNftables, nftablesDifferences, removeNftables } from './nftables.ts';
 
 const IP = '/usr/sbin/ip';
 const FAMILIES: readonly Family[] = [4, 6];
@@ -46,12 +48,23 @@ async function removeTproxyRouting(netns: string, family: Family, s: RedirectSet
   await ip(netns, [`-${family}`, 'route', 'flush', 'table', String(s.tproxyRouteTable)]);
 }
 
+/** An iptables backend (one restore per family), or native nftables (one `nft -f` for both families). */
+export type CaptureBackend = Backend | 'nftables';
+
+export function resolveCaptureBackend(choice: Backend | 'auto' | 'nftables'): CaptureBackend {
+  return choice === 'nftables' ? choice : resolveBackend(choice);
+}
+
+const ruleSets = (settings: RedirectSettings | undefined) => FAMILIES.map((family) => ({ family, ruleSet: settings ? buildRuleSet(settings, family) : [] }));
+
 /**
- * Programs every family the pod needs, each in one restore. When a later family fails, the families
- * already programmed are removed again: the pod ends with all of its rules or none of them.
+ * Programs every family the pod needs: with iptables each in one restore, and when a later family
+ * fails the families already programmed are removed again; with nftables both in one transaction.
+ * Either way the pod ends with all of its rules or none of them.
  */
-export async function applyCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<string> {
-  const needed = FAMILIES.map((family) => ({ family, ruleSet: buildRuleSet(settings, family) })).filter(({ ruleSet }) => ruleSet.length > 0);
+export async function applyCapture(netns: string, backend: CaptureBackend, settings: RedirectSettings): Promise<string> {
+  const [v4, v6] = ruleSets(settings);
+  const needed = [v4!, v6!].filter(({ ruleSet }) => ruleSet.length > 0);
   const done: Family[] = [];
   try {
     for (const { family, ruleSet } of needed) {
@@ -63,11 +76,13 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
       }
       done.push(family);
       if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
-      await applyRuleSet(netns, backend, ruleSet, family);
+      if (backend !== 'nftables') await applyRuleSet(netns, backend, ruleSet, family);
     }
+    if (backend === 'nftables' && needed.length > 0) await applyNftables(netns, toNftables(v4!.ruleSet, v6!.ruleSet));
   } catch (err) {
+    if (backend === 'nftables') await removeNftables(netns).catch(() => undefined);
     for (const family of done) {
-      await removeRuleSet(netns, backend, family).catch(() => undefined);
+      if (backend !== 'nftables') await removeRuleSet(netns, backend, family).catch(() => undefined);
       if (settings.interceptionMode === 'TPROXY') await removeTproxyRouting(netns, family, settings).catch(() => undefined);
     }
     throw err;
@@ -76,7 +91,12 @@ export async function applyCapture(netns: string, backend: Backend, settings: Re
 }
 
 /** Removes our rules of both families (and TPROXY's routing when it was in use); true when anything was there. */
-export async function removeCapture(netns: string, backend: Backend, settings: RedirectSettings): Promise<boolean> {
+export async function removeCapture(netns: string, backend: CaptureBackend, settings: RedirectSettings): Promise<boolean> {
+  if (backend === 'nftables') {
+    const owned = await removeNftables(netns);
+    if (owned.tproxy) for (const family of FAMILIES) await removeTproxyRouting(netns, family, settings);
+    return owned.tables.length > 0;
+  }
   let removed = false;
   for (const family of FAMILIES) {
     const owned = await removeRuleSet(netns, backend, family);
@@ -87,13 +107,14 @@ export async function removeCapture(netns: string, backend: Backend, settings: R
 }
 
 /** How the netns differs from what the pod needs, in both families; empty when it matches. */
-export async function captureDifferences(netns: string, backend: Backend, settings: RedirectSettings | undefined): Promise<string[]> {
+export async function captureDifferences(netns: string, backend: CaptureBackend, settings: RedirectSettings | undefined): Promise<string[]> {
+  const expected = ruleSets(settings);
   const found: string[] = [];
-  for (const family of FAMILIES) {
-    const expected = settings ? buildRuleSet(settings, family) : [];
+  if (backend === 'nftables') found.push(...(await nftablesDifferences(netns, toNftables(expected[0]!.ruleSet, expected[1]!.ruleSet))));
+  for (const { family, ruleSet } of expected) {
     const label = family === 6 ? 'ipv6 ' : '';
-    found.push(...differences(expected, await readState(netns, backend, family)).map((line) => label + line));
-    if (settings?.interceptionMode === 'TPROXY' && expected.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
+    if (backend !== 'nftables') found.push(...differences(ruleSet, await readState(netns, backend, family)).map((line) => label + line));
+    if (settings?.interceptionMode === 'TPROXY' && ruleSet.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }
   }
