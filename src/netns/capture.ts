@@ -1,17 +1,24 @@
 import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { Family } from '../redirect/cidr.ts';
-import { differences } from '../redirect/restore.ts';
-import { buildRuleSet } from '../redirect/ruleset.ts';
-import type { RedirectSettings } from '../redirect/settings.ts';
 import { toNftables } from '../redirect/nftables.ts';
+import { differences } from '../redirect/restore.ts';
+import { buildRuleSet, type RuleSet } from '../redirect/ruleset.ts';
+import type { RedirectSettings } from '../redirect/settings.ts';
 import { executeInNetns } from './exec.ts';
 import { applyRuleSet, readState, removeRuleSet, resolveBackend, type Backend } from './iptables.ts';
-import { applyNftables, nftablesDifferences, removeNftables } from './nftables.ts';
+import { applyNftables, discardNftables, nftablesDifferences, removeNftables } from './nftables.ts';
 
 const IP = '/usr/sbin/ip';
 const FAMILIES: readonly Family[] = [4, 6];
 /** Istio's inbound passthrough source for IPv6; lo only has ::1 by default. */
 const IPV6_PASSTHROUGH_ADDRESS = '::6/128';
+
+/** An iptables backend (one restore per family), or native nftables (one `nft -f` for both families). */
+export type CaptureBackend = Backend | 'nftables';
+
+export function resolveCaptureBackend(choice: Backend | 'auto' | 'nftables'): CaptureBackend {
+  return choice === 'nftables' ? choice : resolveBackend(choice);
+}
 
 async function ip(netns: string, args: string[]) {
   return executeInNetns(netns, [IP, ...args]);
@@ -48,46 +55,48 @@ async function removeTproxyRouting(netns: string, family: Family, s: RedirectSet
   await ip(netns, [`-${family}`, 'route', 'flush', 'table', String(s.tproxyRouteTable)]);
 }
 
-/** An iptables backend (one restore per family), or native nftables (one `nft -f` for both families). */
-export type CaptureBackend = Backend | 'nftables';
-
-export function resolveCaptureBackend(choice: Backend | 'auto' | 'nftables'): CaptureBackend {
-  return choice === 'nftables' ? choice : resolveBackend(choice);
+/** What a family's rules need outside the rule set: ::6 on lo for IPv6, TPROXY's routing. */
+async function prepareFamily(netns: string, family: Family, settings: RedirectSettings): Promise<void> {
+  if (family === 6) {
+    const added = await ip(netns, ['-6', 'addr', 'add', IPV6_PASSTHROUGH_ADDRESS, 'dev', 'lo']);
+    if (added.code !== 0 && !/exists|already assigned/i.test(added.stderr)) {
+      throw new CniError(ErrorCode.IptablesFailed, `cannot add ${IPV6_PASSTHROUGH_ADDRESS} to lo`, `${netns}: ${added.stderr.trim()}`);
+    }
+  }
+  if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
 }
 
-const ruleSets = (settings: RedirectSettings | undefined) => FAMILIES.map((family) => ({ family, ruleSet: settings ? buildRuleSet(settings, family) : [] }));
+/** The rule set of each family; an empty one (an IPv4-only pod's IPv6, mode NONE) is not programmed. */
+const ruleSets = (settings: RedirectSettings | undefined): Record<Family, RuleSet> => ({
+  4: settings ? buildRuleSet(settings, 4) : [],
+  6: settings ? buildRuleSet(settings, 6) : [],
+});
 
 /**
- * Programs every family the pod needs: with iptables each in one restore, and when a later family
- * fails the families already programmed are removed again; with nftables both in one transaction.
- * Either way the pod ends with all of its rules or none of them.
+ * Programs every family the pod needs. With iptables each family is one restore, and when a later
+ * family fails the families already programmed are removed again; with nftables both families are
+ * one transaction. Either way the pod ends with all of its rules or none of them.
  */
 export async function applyCapture(netns: string, backend: CaptureBackend, settings: RedirectSettings): Promise<string> {
-  const [v4, v6] = ruleSets(settings);
-  const needed = [v4!, v6!].filter(({ ruleSet }) => ruleSet.length > 0);
-  const done: Family[] = [];
+  const sets = ruleSets(settings);
+  const needed = FAMILIES.filter((family) => sets[family].length > 0);
+  const prepared: Family[] = [];
   try {
-    for (const { family, ruleSet } of needed) {
-      if (family === 6) {
-        const added = await ip(netns, ['-6', 'addr', 'add', IPV6_PASSTHROUGH_ADDRESS, 'dev', 'lo']);
-        if (added.code !== 0 && !/exists|already assigned/i.test(added.stderr)) {
-          throw new CniError(ErrorCode.IptablesFailed, `cannot add ${IPV6_PASSTHROUGH_ADDRESS} to lo`, `${netns}: ${added.stderr.trim()}`);
-        }
-      }
-      done.push(family);
-      if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
-      if (backend !== 'nftables') await applyRuleSet(netns, backend, ruleSet, family);
+    for (const family of needed) {
+      prepared.push(family);
+      await prepareFamily(netns, family, settings);
+      if (backend !== 'nftables') await applyRuleSet(netns, backend, sets[family], family);
     }
-    if (backend === 'nftables' && needed.length > 0) await applyNftables(netns, toNftables(v4!.ruleSet, v6!.ruleSet));
+    if (backend === 'nftables' && needed.length > 0) await applyNftables(netns, toNftables(sets[4], sets[6]));
   } catch (err) {
-    if (backend === 'nftables') await removeNftables(netns).catch(() => undefined);
-    for (const family of done) {
+    if (backend === 'nftables' && needed.length > 0) await discardNftables(netns).catch(() => undefined);
+    for (const family of prepared) {
       if (backend !== 'nftables') await removeRuleSet(netns, backend, family).catch(() => undefined);
       if (settings.interceptionMode === 'TPROXY') await removeTproxyRouting(netns, family, settings).catch(() => undefined);
     }
     throw err;
   }
-  return needed.map(({ family }) => `ipv${family}`).join('+') || 'none';
+  return needed.map((family) => `ipv${family}`).join('+') || 'none';
 }
 
 /** Removes our rules of both families (and TPROXY's routing when it was in use); true when anything was there. */
@@ -108,13 +117,12 @@ export async function removeCapture(netns: string, backend: CaptureBackend, sett
 
 /** How the netns differs from what the pod needs, in both families; empty when it matches. */
 export async function captureDifferences(netns: string, backend: CaptureBackend, settings: RedirectSettings | undefined): Promise<string[]> {
-  const expected = ruleSets(settings);
-  const found: string[] = [];
-  if (backend === 'nftables') found.push(...(await nftablesDifferences(netns, toNftables(expected[0]!.ruleSet, expected[1]!.ruleSet))));
-  for (const { family, ruleSet } of expected) {
+  const sets = ruleSets(settings);
+  const found = backend === 'nftables' ? await nftablesDifferences(netns, toNftables(sets[4], sets[6])) : [];
+  for (const family of FAMILIES) {
     const label = family === 6 ? 'ipv6 ' : '';
-    if (backend !== 'nftables') found.push(...differences(ruleSet, await readState(netns, backend, family)).map((line) => label + line));
-    if (settings?.interceptionMode === 'TPROXY' && ruleSet.length > 0 && !(await hasTproxyRule(netns, family, settings))) {
+    if (backend !== 'nftables') found.push(...differences(sets[family], await readState(netns, backend, family)).map((line) => label + line));
+    if (settings?.interceptionMode === 'TPROXY' && sets[family].length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }
   }

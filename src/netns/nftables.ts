@@ -27,6 +27,11 @@ export function applyNftables(netns: string, ruleSet: NftRuleSet): Promise<void>
   return transaction(netns, renderNftScript(ruleSet));
 }
 
+/** Deletes our tables, by name, without looking first: the roll-back of a failed ADD. */
+export function discardNftables(netns: string): Promise<void> {
+  return transaction(netns, renderNftRemoval());
+}
+
 /** Deletes our tables, by name, and nothing else. Says which were there and whether TPROXY was in use. */
 export async function removeNftables(netns: string): Promise<{ tables: string[]; tproxy: boolean }> {
   const owned = ownedNftables(await listing(netns));

@@ -46,12 +46,14 @@ export function parseNftListing(text: string): NftListing {
   return tables;
 }
 
-/** JSON with sorted keys, and set elements sorted: two listings of the same rule compare equal. */
+/** JSON with sorted keys, set elements sorted and counters without their counts: two listings of
+ * the same rule compare equal. */
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value !== null && typeof value === 'object') {
     const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${k === 'set' && Array.isArray(v) ? canonical([...v].sort()) : canonical(v)}`).join(',')}}`;
+    const member = (k: string, v: unknown) => (k === 'counter' ? 'null' : k === 'set' && Array.isArray(v) ? canonical([...v].sort()) : canonical(v));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${member(k, v)}`).join(',')}}`;
   }
   return JSON.stringify(value);
 }

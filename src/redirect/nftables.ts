@@ -24,6 +24,7 @@ export type NftStatement =
   | { match: { op: '==' | '!=' | 'in'; left: Left; right: Right } }
   | { jump: { target: string } }
   | { goto: { target: string } }
+  | { counter: null }
   | { return: null }
   | { accept: null }
   | { drop: null }
@@ -73,6 +74,7 @@ const TABLES: Record<Table, { name: string; base: Record<'PREROUTING' | 'OUTPUT'
 export const NFT_TABLES: readonly string[] = Object.values(TABLES).map((t) => t.name);
 
 const FULL_MASK = 0xffffffff;
+const CT_STATE_BITS: Record<string, number> = { invalid: 1, established: 2, related: 4, new: 8, untracked: 64 };
 const NFPROTO = { ip: 'ipv4', ip6: 'ipv6' } as const;
 const nftFamily = (family: Family): NftFamily => (family === 6 ? 'ip6' : 'ip');
 
@@ -180,6 +182,9 @@ export function translateRule(rule: Rule, family: Family): NftStatement[] {
       case '--ctstate': {
         if (negate) throw new Error('nftables: a negated --ctstate is not supported');
         const states = take(word).toLowerCase().split(',');
+        for (const state of states) if (!(state in CT_STATE_BITS)) throw new Error(`nftables: conntrack state ${JSON.stringify(state)} is not supported`);
+        // nft lists the states in the order of their bits, whatever order they were written in.
+        states.sort((a, b) => CT_STATE_BITS[a]! - CT_STATE_BITS[b]!);
         out.push({ match: { op: 'in', left: { ct: { key: 'state' } }, right: states.length === 1 ? states[0]! : states } });
         break;
       }
@@ -330,6 +335,14 @@ function translateTable(tableRules: RuleSet[number] | undefined, family: Family)
   return chains;
 }
 
+/** A counter on every rule, after its matches, as Istio's native mode has them: `nft list ruleset` shows
+ * which rules traffic takes. */
+function counted(expr: NftStatement[]): NftStatement[] {
+  const at = expr.findIndex((s) => !('match' in s));
+  const cut = at < 0 ? expr.length : at;
+  return [...expr.slice(0, cut), { counter: null }, ...expr.slice(cut)];
+}
+
 /**
  * The IPv4 and IPv6 rule sets as our inet tables. A pod with rules in one family only (IPv4-only) gets
  * a `meta nfproto ipv6 return` at the head of each base chain: the other family passes untouched, as
@@ -353,9 +366,9 @@ export function toNftables(ipv4: RuleSet, ipv6: RuleSet): NftRuleSet {
     chains.sort((a, b) => Number(b.base !== undefined) - Number(a.base !== undefined));
     const rules: NftRule[] = [];
     for (const { name, base } of chains) {
-      if (base && untouched) rules.push({ chain: name, expr: [match(meta('nfproto'), NFPROTO[untouched]), { return: null }] });
+      if (base && untouched) rules.push({ chain: name, expr: counted([match(meta('nfproto'), NFPROTO[untouched]), { return: null }]) });
       const [own4, own6] = [v4.get(name) ?? [], v6.get(name) ?? []];
-      for (const expr of untouched ? [...own4, ...own6] : mergeChain(own4, own6)) rules.push({ chain: name, expr });
+      for (const expr of untouched ? [...own4, ...own6] : mergeChain(own4, own6)) rules.push({ chain: name, expr: counted(expr) });
     }
     tables.push({ name: layout.name, chains, rules });
   }
@@ -398,6 +411,7 @@ export function statementText(s: NftStatement): string {
   if ('match' in s) return `${leftText(s.match.left)} ${s.match.op === '!=' ? '!= ' : ''}${rightText(s.match.left, s.match.right)}`;
   if ('jump' in s) return `jump ${checked(NAME, s.jump.target)}`;
   if ('goto' in s) return `goto ${checked(NAME, s.goto.target)}`;
+  if ('counter' in s) return 'counter';
   if ('return' in s) return 'return';
   if ('accept' in s) return 'accept';
   if ('drop' in s) return 'drop';

@@ -51,7 +51,7 @@ export interface ConflistOptions {
   /** istio-cni: log_level */
   logLevel?: string;
   /** istio-cni: iptables_backend */
-  iptablesBackend?: 'nft' | 'legacy';
+  iptablesBackend?: 'nft' | 'legacy' | 'nftables';
   /** Deep-merged into the istio-cni plugin object (a null value deletes the key). */
   istio?: JsonObject;
   /** Deep-merged into the ptp plugin object (a null value deletes the key). */

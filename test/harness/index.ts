@@ -7,3 +7,4 @@ export * from './kube-api.ts';
 export * from './traffic.ts';
 export * from './e2e.ts';
 export * from './kube-watch.ts';
+export * from './nftables.ts';
