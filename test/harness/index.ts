@@ -8,3 +8,4 @@ export * from './traffic.ts';
 export * from './e2e.ts';
 export * from './kube-watch.ts';
 export * from './nftables.ts';
+export * from './capture-traffic.ts';
