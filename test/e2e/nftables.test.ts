@@ -8,7 +8,10 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { applyCapture, captureDifferences, removeCapture } from '../../src/netns/capture.ts';
 import * as h from '../harness/index.ts';
+import { redirectSettings } from '../harness/redirect-settings.ts';
 import { forbidXtables, makeMountNs, recordNft, type MountNs } from '../hostile/mountns.ts';
 
 after(h.cleanupAll);
@@ -107,6 +110,22 @@ describe('native nftables: one transaction, our tables only', () => {
     const removed = await e.run('check', WEB);
     assert.match(removed.error?.details ?? '', /istio-proxy-nat: missing chain istio-inbound/);
     assert.match(removed.error?.details ?? '', /istio-proxy-nat prerouting rule 1: missing "meta nfproto ipv6 counter return"/);
+  });
+});
+
+describe('native nftables: every setting the annotations can give', () => {
+  it('the kernel takes the transaction, CHECK finds exactly what ADD wrote, DEL leaves nothing', async () => {
+    const ns = await h.createNetns({ tag: 'nft-prop', loUp: true });
+    await fc.assert(
+      fc.asyncProperty(redirectSettings, async (settings) => {
+        await applyCapture(ns.path, BACKEND, settings);
+        assert.deepEqual(await captureDifferences(ns.path, BACKEND, settings), []);
+        await removeCapture(ns.path, BACKEND, settings);
+        assert.deepEqual(await h.ownedRules(ns, BACKEND), []);
+        assert.deepEqual(await captureDifferences(ns.path, BACKEND, undefined), []);
+      }),
+      { numRuns: 60 },
+    );
   });
 });
 
