@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import * as h from '../harness/index.ts';
 import { fuzzCase, TRAFFIC_ANNOTATION_KEYS, type FuzzCase } from './generators.ts';
-import { classify, FULL_RULE_SET, installFullRuleSet, ourState, processProblems, resetNat, specErrorProblems, type NetnsState } from './oracle.ts';
+import { classify, FULL_NFT_RULE_SET, FULL_RULE_SET, installFullRuleSet, NOTHING, ourState, processProblems, resetNat, specErrorProblems, type NetnsState } from './oracle.ts';
 
 export interface CampaignOptions {
   /** How many invocations in all. */
@@ -137,15 +137,15 @@ async function runCase(c: FuzzCase, env: Env, worker: h.Netns): Promise<{ proble
   // Workers end every case reset, so the state before is known without reading it.
   const backend = backendOf(c);
   if (c.preinstalled) await installFullRuleSet(worker, backend);
-  const before: NetnsState = { nft: [], legacy: [] };
-  if (c.preinstalled) before[backend] = FULL_RULE_SET;
+  const before: NetnsState = { ...NOTHING };
+  if (c.preinstalled) before[backend] = backend === 'nftables' ? FULL_NFT_RULE_SET : FULL_RULE_SET;
   const t0 = performance.now();
   const result = await h.run(h.nsenterArgv(env.node, [h.DEFAULT_ISTIO_CNI_BIN]), { env: vars, input: stdin, timeoutMs: 40_000 });
   if (process.env.FUZZ_SLOW && performance.now() - t0 > Number(process.env.FUZZ_SLOW)) process.stderr.write(`slow ${Math.round(performance.now() - t0)} ms: ${describeCase(c, stdin, vars).slice(0, 600)}\nstdout ${result.stdout.slice(0, 300)}\n`);
   env.api.pods.delete(`${c.pod.namespace}/${podName}`);
   const after = await ourState(worker);
   const problems = [...processProblems(result), ...outputProblems(c, result), ...netnsProblems(c, backend, result, before, after)];
-  for (const b of ['nft', 'legacy'] as const) if (after[b].length > 0) await resetNat(worker, b);
+  for (const b of BACKENDS) if (after[b].length > 0) await resetNat(worker, b);
   const outcome = result.code === 0 ? 'ok' : String((JSON.parse(result.stdout.split('\n')[0] || 'null') as { code?: number } | null)?.code ?? `exit ${result.code}`);
   return { problems: problems.map((p) => `${p}\n${describeCase(c, stdin, vars)}\nstdout ${result.stdout.slice(0, 500)}\nstderr ${result.stderr.slice(0, 500)}`), outcome };
 }
@@ -169,15 +169,18 @@ function outputProblems(c: FuzzCase, result: h.RunResult): string[] {
   return stdout === '' ? [] : [`${c.command} succeeded but printed ${stdout.slice(0, 300)}`];
 }
 
+const BACKENDS = ['nft', 'legacy', 'nftables'] as const;
+
 /** The backend the plugin will use for this case ("auto" is nft on these machines). */
-function backendOf(c: FuzzCase): 'nft' | 'legacy' {
-  return 'doc' in c.stdin && (c.stdin.doc as Record<string, unknown>).iptables_backend === 'legacy' ? 'legacy' : 'nft';
+function backendOf(c: FuzzCase): h.CaptureBackend {
+  const chosen = 'doc' in c.stdin ? (c.stdin.doc as Record<string, unknown>).iptables_backend : undefined;
+  return chosen === 'legacy' || chosen === 'nftables' ? chosen : 'nft';
 }
 
-function netnsProblems(c: FuzzCase, backend: 'nft' | 'legacy', result: h.RunResult, before: NetnsState, after: NetnsState): string[] {
+function netnsProblems(c: FuzzCase, backend: h.CaptureBackend, result: h.RunResult, before: NetnsState, after: NetnsState): string[] {
   const problems: string[] = [];
   const structural = TRAFFIC_ANNOTATION_KEYS.some((k) => k in c.pod.annotations);
-  for (const backend of ['nft', 'legacy'] as const) {
+  for (const backend of BACKENDS) {
     const state = classify(after[backend], structural);
     if (state === 'partial') problems.push(`${backend}: netns holds part of a rule set:\n${after[backend].join('\n')}`);
   }
@@ -209,7 +212,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
         opts.progress?.(done);
         const node = await ourState(env.node);
         const problems = results.flatMap((r) => r.problems);
-        if (node.nft.length + node.legacy.length > 0) problems.push(`the plugin's own netns got rules: ${JSON.stringify(node)}`);
+        if (node.nft.length + node.legacy.length + node.nftables.length > 0) problems.push(`the plugin's own netns got rules: ${JSON.stringify(node)}`);
         if (problems.length > 0) throw new Error(problems.join('\n---\n'));
       }),
       { numRuns: Math.ceil(opts.runs / concurrency), seed, endOnFailure: true },
