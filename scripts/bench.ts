@@ -17,11 +17,11 @@ import { injectedPod, plainPod, startFakeKubeApi, type FakeKubeApi } from '../te
 import { createNetns, type Netns } from '../test/harness/netns.ts';
 import { cleanupAll, makeTempDir, runOk } from '../test/harness/proc.ts';
 import { chartSvg, renderPng, type Series } from '../bench/chart.ts';
-import { markdown, ratios, targets, type ConcurrencyPoint, type Results, type Scaling, type ScalingPoint, type Single } from '../bench/report.ts';
+import { backendRatios, markdown, ratios, targets, type ConcurrencyPoint, type Results, type Scaling, type ScalingPoint, type Single } from '../bench/report.ts';
 import { buildGoPrograms, OUT_DIR, runBatch, runOnce, runRounds, type Command, type Step, type StepSamples } from '../bench/runner.ts';
 import { kibToMib, median, nsToMs, percentile, round } from '../bench/stats.ts';
 import {
-  BARE_NODE, bareRuntimeCommand, benchConfig, flushCommand, floorCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
+  BARE_NODE, bareRuntimeCommand, benchConfig, flushCommand, floorCommand, nftablesConfig, nftListCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
   seedCommand, tablesOf, versionCommand, writeRuleFiles, type BenchConfig, type PodCall,
 } from '../bench/subjects.ts';
 
@@ -51,6 +51,8 @@ const RSS_ROUNDS = 5;
 const INJECTED = { namespace: 'default', name: 'web' };
 const PLAIN = { namespace: 'default', name: 'plain' };
 const PLAIN_ANNOTATIONS = { 'kubectl.kubernetes.io/default-container': 'app' };
+/** The pool's netns for the native nftables subjects (the others use the first few). */
+const NFTABLES_NETNS = 5;
 
 const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 
@@ -135,7 +137,18 @@ async function probe(env: Env): Promise<{ expected: string; files: { restore: st
   await mustSucceed(node, 'istio-cni DEL', pluginCommand(config, 'DEL', { ...INJECTED, netns: p }));
   if (ownRules(await saved(node, p)) !== 0) throw new Error('istio-cni DEL left rules behind');
   for (const ns of [f, s]) await mustSucceed(node, 'flush', flushCommand(ns, tablesOf(expected)));
+  await probeNftables(env);
   return { expected, files };
+}
+
+/** Native nftables: ADD leaves our table with the outbound redirect, DEL removes it. */
+async function probeNftables(env: Env): Promise<void> {
+  const call = { ...INJECTED, netns: env.pool[NFTABLES_NETNS]! };
+  await mustSucceed(env.node, 'istio-cni ADD, nftables', pluginCommand(nftablesConfig(env.config), 'ADD', call));
+  const table = await mustSucceed(env.node, 'nft list table', nftListCommand(call.netns));
+  if (!table.includes('redirect to :15001')) throw new Error(`istio-cni ADD (nftables) programmed no outbound redirect:\n${table}`);
+  await mustSucceed(env.node, 'istio-cni DEL, nftables', pluginCommand(nftablesConfig(env.config), 'DEL', call));
+  if ((await runOnce(env.node, nftListCommand(call.netns))).exit === 0) throw new Error('istio-cni DEL (nftables) left its table behind');
 }
 
 /** Whether a pod that passes is decided from runtime-supplied annotations alone (no pod GET). */
@@ -177,6 +190,9 @@ async function sideBySide(env: Env, files: { restore: string; perRule: string },
   measure('inject-add', 'istio-cni ADD, injected pod (pod GET + one iptables-restore)', pluginCommand(config, 'ADD', injected));
   measure('check', 'istio-cni CHECK, injected pod', pluginCommand(config, 'CHECK', injected));
   measure('del', 'istio-cni DEL', pluginCommand(config, 'DEL', injected));
+  const nftables: PodCall = { ...INJECTED, netns: pool[NFTABLES_NETNS]! };
+  measure('inject-add-nftables', 'istio-cni ADD, injected pod, native nftables (pod GET + one nft -f)', pluginCommand(nftablesConfig(config), 'ADD', nftables));
+  measure('del-nftables', 'istio-cni DEL, native nftables', pluginCommand(nftablesConfig(config), 'DEL', nftables));
   measure('floor', '(b) floor: Go client, pod GET + one nsenter iptables-restore', floorCommand(config, { ...INJECTED, netns: f }, files.restore));
   cleanup('flush floor netns', flushCommand(f, tables));
   measure('seed-era', '(a) seed-era: Go client, pod GET + one nsenter iptables per rule', seedCommand(config, { ...INJECTED, netns: s }, files.perRule));
@@ -379,7 +395,7 @@ async function main(): Promise<void> {
     pluginBytes: statSync(PLUGIN).size,
     durationS: Math.round((Date.now() - started) / 1000),
   };
-  const partial = { meta, single: singles, ratios: ratios(singles), runtimeAnnotations, concurrency: concurrent, scaling: scaled };
+  const partial = { meta, single: singles, ratios: { ...ratios(singles), ...backendRatios(singles) }, runtimeAnnotations, concurrency: concurrent, scaling: scaled };
   const results: Results = { ...partial, targets: targets(partial) };
   const table = markdown(results);
   writeFileSync(join(OUT_DIR, 'results.json'), JSON.stringify(results, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v, 3) : v), 2) + '\n');
