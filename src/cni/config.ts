@@ -58,6 +58,8 @@ export const PluginConfig = z
     cni_agent_run_dir: AbsolutePath.optional(),
     /** `nft`/`legacy`: iptables through that backend; `nftables`: native nftables, no iptables at all. */
     iptables_backend: z.enum(['auto', 'nft', 'legacy', 'nftables']).default('auto'),
+    /** Istio's name for native nftables: `true` is `iptables_backend: "nftables"`. */
+    native_nftables: z.boolean().optional(),
     capture: CaptureDefaults,
     pod_namespace: z.string().optional(),
     pod_lookup_timeout_ms: Milliseconds.default(3_000),
@@ -85,7 +87,7 @@ export const PluginConfig = z
     excludeNamespaces: new Set(
       raw.exclude_namespaces ?? raw.kubernetes?.exclude_namespaces ?? DEFAULT_EXCLUDED_NAMESPACES,
     ),
-    iptablesBackend: raw.iptables_backend,
+    iptablesBackend: raw.native_nftables ? 'nftables' : raw.iptables_backend,
     capture: raw.capture,
     podNamespace: raw.pod_namespace ?? DEFAULT_POD_NAMESPACE,
     podLookup: {
