@@ -15,6 +15,8 @@ import { decideFromAnnotations, decideFromArgs, decideFromPod } from '../src/kub
 import { parseResponse } from '../src/kube/http1.ts';
 import { parseKubeconfig } from '../src/kube/kubeconfig.ts';
 import { Pod } from '../src/kube/pod.ts';
+import { nftDifferences, ownedNftables, parseNftListing } from '../src/redirect/nftables-listing.ts';
+import { renderNftScript, toNftables, type NftRuleSet } from '../src/redirect/nftables.ts';
 import { differences, parseSave, renderCreate, renderRemoval, renderReplace, ruleLine } from '../src/redirect/restore.ts';
 import { buildRuleSet, type RuleSet } from '../src/redirect/ruleset.ts';
 import { settingsFromPod } from '../src/redirect/settings-from-pod.ts';
@@ -109,6 +111,21 @@ function saveText(ruleSet: RuleSet): string {
     .join('\n');
 }
 
+/** `nft -j list ruleset` as nft prints our tables (handles, counters with their counts): what CHECK reads. */
+export function nftListingOf(tables: NftRuleSet, extra: Record<string, unknown>[] = []): string {
+  const items: Record<string, unknown>[] = [{ metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } }];
+  let handle = 1;
+  for (const t of tables) {
+    items.push({ table: { family: 'inet', name: t.name, handle: handle++ } });
+    for (const c of t.chains) items.push({ chain: { family: 'inet', table: t.name, name: c.name, handle: handle++, ...(c.base ? { ...c.base, policy: 'accept' } : {}) } });
+    for (const r of t.rules) {
+      const expr = r.expr.map((e) => ('counter' in e ? { counter: { packets: 7, bytes: 420 } } : e));
+      items.push({ rule: { family: 'inet', table: t.name, chain: r.chain, handle: handle++, expr } });
+    }
+  }
+  return JSON.stringify({ nftables: [...items, ...extra] });
+}
+
 function check(condition: boolean, what: string): void {
   // A sample the code rejects would warm only the error path: fail the build instead.
   if (!condition) throw new Error(`build/warm-up.ts: ${what}`);
@@ -143,4 +160,11 @@ export function warmUp(): void {
   check(differences(ruleSet, saved).length === 0, 'saved rules must match');
   renderReplace(ruleSet, saved);
   check(renderRemoval(saved) !== '', 'saved rules must be ours');
+
+  // Native nftables: the script ADD writes, the listing CHECK and DEL read.
+  const tables = toNftables(ruleSet, buildRuleSet(settings, 6));
+  renderNftScript(tables);
+  const listed = parseNftListing(nftListingOf(tables));
+  check(nftDifferences(tables, listed).length === 0, 'listed tables must match');
+  check(ownedNftables(listed).tables.length > 0, 'listed tables must be ours');
 }

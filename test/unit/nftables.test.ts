@@ -6,6 +6,7 @@ import { nftDifferences, ownedNftables, parseNftListing } from '../../src/redire
 import { renderNftRemoval, renderNftScript, ruleText, toNftables, translateRule, type NftRuleSet } from '../../src/redirect/nftables.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from '../../src/redirect/settings.ts';
+import { nftListingOf } from '../../build/warm-up.ts';
 import { redirectSettings } from '../harness/redirect-settings.ts';
 
 const both = (s: RedirectSettings) => toNftables(buildRuleSet(s, 4), buildRuleSet(s, 6));
@@ -158,19 +159,9 @@ describe('any valid settings', () => {
 
 describe('reading `nft -j list ruleset` back', () => {
   const expected = both(DEFAULT_SETTINGS);
-  /** The listing nft prints for `tables`, with counts, handles and someone else's table. */
+  /** The listing nft prints for `tables`, with counts, handles and someone else's table; `edit` changes its items. */
   function listing(tables: NftRuleSet, edit: (items: Record<string, unknown>[]) => void = () => {}): string {
-    const items: Record<string, unknown>[] = [{ metainfo: { version: '1.0.6', json_schema_version: 1 } }, { table: { family: 'ip', name: 'istio-proxy-nat', handle: 1 } }];
-    let handle = 2;
-    for (const t of tables) {
-      items.push({ table: { family: 'inet', name: t.name, handle: handle++ } });
-      for (const c of t.chains) items.push({ chain: { family: 'inet', table: t.name, name: c.name, handle: handle++, ...(c.base ? { ...c.base, policy: 'accept' } : {}) } });
-      for (const r of t.rules) {
-        const expr = r.expr.map((s) => ('counter' in s ? { counter: { packets: 7, bytes: 420 } } : s));
-        items.push({ rule: { family: 'inet', table: t.name, chain: r.chain, handle: handle++, expr } });
-      }
-    }
-    items.push({ rule: { family: 'ip', table: 'istio-proxy-nat', chain: 'output', handle: 99, expr: [{ accept: null }] } });
+    const items = (JSON.parse(nftListingOf(tables, [{ table: { family: 'ip', name: 'istio-proxy-nat', handle: 90 } }, { rule: { family: 'ip', table: 'istio-proxy-nat', chain: 'output', handle: 99, expr: [{ accept: null }] } }])) as { nftables: Record<string, unknown>[] }).nftables;
     edit(items);
     return JSON.stringify({ nftables: items });
   }
