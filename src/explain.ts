@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
 import { CniError } from './cni/errors.ts';
+import { parseFlags, readFlags, UsageError, withUsage } from './flags.ts';
 import { decideFromPod } from './kube/decision.ts';
 import { Pod } from './kube/pod.ts';
 import { renderNftScript, toNftables } from './redirect/nftables.ts';
@@ -9,8 +11,14 @@ import { buildRuleSet } from './redirect/ruleset.ts';
 import { CaptureDefaults } from './redirect/settings.ts';
 import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
-const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--backend iptables|nftables]\n';
-const BACKENDS = ['iptables', 'nftables'];
+const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--backend iptables|nftables]';
+
+const ExplainFlags = z.object({
+  /** Show the IPv6 rules even when the manifest has no IPv6 pod IP. */
+  ipv6: z.literal(true).optional(),
+  /** The restore text of iptables, or the script of native nftables. */
+  backend: z.enum(['iptables', 'nftables']).default('iptables'),
+});
 
 /** The pod's addresses as `kubectl get pod -o yaml` shows them, once it has run. */
 function statusIps(document: unknown): string[] {
@@ -23,16 +31,14 @@ function statusIps(document: unknown): string[] {
  * ADD would apply for a pod manifest, with the plugin's default settings. No root, no netns, no API
  * server. IPv6 rules are shown when the manifest's status has an IPv6 pod IP or with --ipv6.
  */
-export async function explain(args: string[]): Promise<number> {
-  const rest = [...args];
-  const backendAt = rest.indexOf('--backend');
-  const backend = backendAt < 0 ? 'iptables' : rest.splice(backendAt, 2)[1];
-  const file = rest.find((a) => !a.startsWith('--'));
-  const unknown = rest.filter((a) => a.startsWith('--') && a !== '--ipv6');
-  if (file === undefined || unknown.length > 0 || rest.length > 2 || !BACKENDS.includes(backend ?? '')) {
-    process.stderr.write(USAGE);
-    return 2;
-  }
+export function explain(args: string[]): Promise<number> {
+  return withUsage('explain', () => explainManifest(args));
+}
+
+async function explainManifest(args: string[]): Promise<number> {
+  const [file, ...rest] = args;
+  if (file === undefined || file.startsWith('--')) throw new UsageError(USAGE);
+  const flags = parseFlags(ExplainFlags, readFlags(rest, { ipv6: 'switch', backend: 'value' }));
   try {
     const document: unknown = parseYaml(readFileSync(file, 'utf8'));
     const pod = Pod.safeParse(document);
@@ -43,10 +49,10 @@ export async function explain(args: string[]): Promise<number> {
       return 0;
     }
     const fromPod = settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) });
-    const settings = { ...fromPod, ipv6: fromPod.ipv6 || args.includes('--ipv6') };
+    const settings = { ...fromPod, ipv6: fromPod.ipv6 || flags.ipv6 === true };
     let out = `# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: ${decision.reason}\n`;
     const [v4, v6] = [buildRuleSet(settings, 4), buildRuleSet(settings, 6)];
-    if (backend === 'nftables') {
+    if (flags.backend === 'nftables') {
       if (v4.length + v6.length > 0) out += `# IPv4${v6.length > 0 ? ' and IPv6' : ''}: nft -f - (one transaction)\n${renderNftScript(toNftables(v4, v6))}`;
     } else {
       for (const [family, ruleSet] of [[4, v4], [6, v6]] as const) {

@@ -235,5 +235,6 @@ describe('istio-cni explain --backend nftables', () => {
     assert.match(v6.stdout, /^add rule inet istio-proxy-nat istio-output ip6 saddr ::6 oifname "lo" counter return$/m);
     const bad = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--backend', 'ebpf']);
     assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^istio-cni explain: --backend: /);
   });
 });
