@@ -23,13 +23,12 @@ type Right = number | string | string[] | { prefix: { addr: string; len: number 
 export type NftStatement =
   | { match: { op: '==' | '!=' | 'in'; left: Left; right: Right } }
   | { jump: { target: string } }
-  | { goto: { target: string } }
   | { counter: null }
   | { return: null }
   | { accept: null }
   | { drop: null }
   | { redirect: { port: number } }
-  | { tproxy: { family: NftFamily; port: number; addr?: string } }
+  | { tproxy: { family: NftFamily; port: number } }
   | { mangle: { key: { meta: { key: 'mark' } } | { ct: { key: 'mark' | 'zone' } }; value: number | { meta: { key: 'mark' } } | { ct: { key: 'mark' } } } };
 
 export interface NftBaseChain {
@@ -163,10 +162,9 @@ export function translateRule(rule: Rule, family: Family): NftStatement[] {
       case '--sport':
         port(word === '--dport' ? 'dport' : 'sport', number(take(word), 'port'));
         break;
-      case '--dports':
-      case '--sports': {
+      case '--dports': {
         const ports = take(word).split(',').map((p) => number(p, 'port'));
-        port(word === '--dports' ? 'dport' : 'sport', ports.length === 1 ? ports[0]! : { set: ports });
+        port('dport', ports.length === 1 ? ports[0]! : { set: ports });
         break;
       }
       case '--uid-owner':
@@ -189,8 +187,7 @@ export function translateRule(rule: Rule, family: Family): NftStatement[] {
         break;
       }
       case '-j':
-      case '-g':
-        out.push(...target(word, take(word), words, family, rule));
+        out.push(...target(take(word), words, family, rule));
         words.length = 0;
         break;
       default:
@@ -219,7 +216,7 @@ function options(words: string[]): Map<string, string> {
   return found;
 }
 
-function target(flag: string, name: string, rest: string[], family: Family, rule: Rule): NftStatement[] {
+function target(name: string, rest: string[], family: Family, rule: Rule): NftStatement[] {
   const opts = options(rest);
   const only = (...allowed: string[]) => {
     const unknown = [...opts.keys()].filter((o) => !allowed.includes(o));
@@ -228,10 +225,6 @@ function target(flag: string, name: string, rest: string[], family: Family, rule
   const fullMasks = (...names: string[]) => {
     for (const o of names) if (opts.has(o) && number(opts.get(o), o) !== FULL_MASK) throw new Error(`nftables: ${name} ${o} ${opts.get(o)} is not supported`);
   };
-  if (flag === '-g') {
-    only();
-    return [{ goto: { target: chainName(name) } }];
-  }
   switch (name) {
     case 'RETURN':
       only();
@@ -243,26 +236,26 @@ function target(flag: string, name: string, rest: string[], family: Family, rule
       only();
       return [{ drop: null }];
     case 'REDIRECT': {
-      only('--to-ports', '--to-port');
-      return [{ redirect: { port: number(opts.get('--to-ports') ?? opts.get('--to-port'), 'redirect port') } }];
+      only('--to-ports');
+      return [{ redirect: { port: number(opts.get('--to-ports'), 'redirect port') } }];
     }
     case 'TPROXY': {
       only('--on-port', '--on-ip', '--tproxy-mark');
+      // `--on-ip 0.0.0.0` (`::`) is iptables' way of giving no address, as nft's `tproxy to :PORT`.
       const onIp = opts.get('--on-ip');
-      // No address (0.0.0.0, ::) means the packet's own destination, as in iptables.
-      const addr = onIp === undefined || onIp === '0.0.0.0' || onIp === '::' ? undefined : (address(onIp, family) as string);
-      const statements: NftStatement[] = [{ tproxy: { family: nftFamily(family), port: number(opts.get('--on-port'), 'tproxy port'), ...(addr ? { addr } : {}) } }];
+      if (onIp !== undefined && onIp !== (family === 6 ? '::' : '0.0.0.0')) throw new Error(`nftables: TPROXY --on-ip ${onIp} is not supported`);
+      const statements: NftStatement[] = [{ tproxy: { family: nftFamily(family), port: number(opts.get('--on-port'), 'tproxy port') } }];
       if (opts.has('--tproxy-mark')) statements.push({ mangle: { key: { meta: { key: 'mark' } }, value: wholeMark(opts.get('--tproxy-mark'), 'tproxy mark') } });
       // The TPROXY target ends the packet's walk; the nft statement does not.
       return [...statements, { accept: null }];
     }
     case 'MARK': {
-      only('--set-xmark', '--set-mark');
-      return [{ mangle: { key: { meta: { key: 'mark' } }, value: wholeMark(opts.get('--set-xmark') ?? opts.get('--set-mark'), 'mark') } }];
+      only('--set-xmark');
+      return [{ mangle: { key: { meta: { key: 'mark' } }, value: wholeMark(opts.get('--set-xmark'), 'mark') } }];
     }
     case 'CONNMARK': {
-      only('--save-mark', '--restore-mark', '--nfmask', '--ctmask', '--mask');
-      fullMasks('--nfmask', '--ctmask', '--mask');
+      only('--save-mark', '--restore-mark', '--nfmask', '--ctmask');
+      fullMasks('--nfmask', '--ctmask');
       if (opts.has('--save-mark')) return [{ mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } }];
       if (opts.has('--restore-mark')) return [{ mangle: { key: { meta: { key: 'mark' } }, value: { ct: { key: 'mark' } } } }];
       throw new Error(`nftables: CONNMARK needs --save-mark or --restore-mark in ${rule.spec.join(' ')}`);
@@ -410,17 +403,12 @@ const valueText = (value: { meta: { key: string } } | { ct: { key: string } }) =
 export function statementText(s: NftStatement): string {
   if ('match' in s) return `${leftText(s.match.left)} ${s.match.op === '!=' ? '!= ' : ''}${rightText(s.match.left, s.match.right)}`;
   if ('jump' in s) return `jump ${checked(NAME, s.jump.target)}`;
-  if ('goto' in s) return `goto ${checked(NAME, s.goto.target)}`;
   if ('counter' in s) return 'counter';
   if ('return' in s) return 'return';
   if ('accept' in s) return 'accept';
   if ('drop' in s) return 'drop';
   if ('redirect' in s) return `redirect to :${s.redirect.port}`;
-  if ('tproxy' in s) {
-    const { family, addr, port } = s.tproxy;
-    const host = addr === undefined ? '' : family === 'ip6' ? `[${checked(ADDRESS, addr)}]` : checked(ADDRESS, addr);
-    return `tproxy ${family === 'ip6' ? 'ip6' : 'ip'} to ${host}:${port}`;
-  }
+  if ('tproxy' in s) return `tproxy ${s.tproxy.family === 'ip6' ? 'ip6' : 'ip'} to :${s.tproxy.port}`;
   const value = typeof s.mangle.value === 'number' ? String(s.mangle.value) : valueText(s.mangle.value);
   return `${valueText(s.mangle.key)} set ${value}`;
 }

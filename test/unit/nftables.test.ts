@@ -117,6 +117,8 @@ describe('translating iptables words', () => {
       ['-m', 'conntrack', '!', '--ctstate', 'NEW', '-j', 'RETURN'],
       ['--dport', '80', '-j', 'RETURN'],
       ['-d', 'fd00::/8', '-j', 'RETURN'],
+      ['-p', 'tcp', '-j', 'TPROXY', '--on-port', '15006', '--on-ip', '10.0.0.1'],
+      ['-p', 'tcp', '-g', 'ISTIO_REDIRECT'],
     ];
     for (const spec of refused) assert.throws(() => translateRule({ chain: 'ISTIO_OUTPUT', spec }, 4), /nftables/, spec.join(' '));
   });
