@@ -6,7 +6,8 @@
  * - the order of chains in a table (the order they were created in);
  * - how rules of the two address families interleave: a rule with an `ip` match never sees an IPv6
  *   packet, so each chain is compared as the two sequences the families walk, IPv4's (rules for IPv4
- *   or both) and IPv6's (rules for IPv6 or both).
+ *   or both) and IPv6's (rules for IPv6 or both);
+ * - the order within a run of rules that only return: whichever of them matches, the packet returns.
  * Rules are shown as `nft -a list ruleset` prints them.
  */
 import * as h from '../harness/index.ts';
@@ -19,6 +20,8 @@ export interface ListedRule {
   key: string;
   /** The family the rule is limited to, if any. */
   family: Family | undefined;
+  /** Its only statement is `return`. */
+  returns: boolean;
   /** The rule as nft lists it, without counts. */
   text: string;
 }
@@ -76,7 +79,7 @@ export async function readNftState(ns: h.NetnsRef): Promise<NftState> {
       const matches = expr.filter((e) => 'match' in e).map(canonical).sort();
       const statements = expr.filter((e) => !('match' in e)).map(canonical);
       const where = `${rule.table}/${rule.chain}`;
-      const listed = { key: `${matches.join(' ')} | ${statements.join(' ')}`, family: familyOf(expr), text: texts.get(`inet ${rule.table}#${rule.handle}`) ?? canonical(rule.expr) };
+      const listed = { key: `${matches.join(' ')} | ${statements.join(' ')}`, family: familyOf(expr), returns: statements.join() === '{"return":null}', text: texts.get(`inet ${rule.table}#${rule.handle}`) ?? canonical(rule.expr) };
       state.rules.set(where, [...(state.rules.get(where) ?? []), listed]);
     }
   }
@@ -101,6 +104,22 @@ function multisetMinus(from: ListedRule[], remove: ListedRule[]): ListedRule[] {
   });
 }
 
+/** The keys of a walk, each run of rules that only return in a fixed order. */
+function walkKeys(rules: ListedRule[]): string[] {
+  const keys: string[] = [];
+  let run: string[] = [];
+  for (const rule of [...rules, undefined]) {
+    if (rule?.returns) {
+      run.push(rule.key);
+      continue;
+    }
+    keys.push(...run.sort());
+    run = [];
+    if (rule) keys.push(rule.key);
+  }
+  return keys;
+}
+
 /** Every difference between two netns' capture; none means the same chains, hooks and, per family, the same rules in the same order. */
 export function nftStateDifferences(ours: NftState, istio: NftState): NftDifference[] {
   const found: NftDifference[] = [];
@@ -118,7 +137,7 @@ export function nftStateDifferences(ours: NftState, istio: NftState): NftDiffere
       const onlyOurs = multisetMinus(mine, theirs);
       const onlyIstio = multisetMinus(theirs, mine);
       found.push(...onlyOurs.map((r) => ({ where, kind: 'only-ours' as const, line: r.text })), ...onlyIstio.map((r) => ({ where, kind: 'only-istio' as const, line: r.text })));
-      if (onlyOurs.length === 0 && onlyIstio.length === 0 && mine.map((r) => r.key).join('\n') !== theirs.map((r) => r.key).join('\n')) {
+      if (onlyOurs.length === 0 && onlyIstio.length === 0 && walkKeys(mine).join('\n') !== walkKeys(theirs).join('\n')) {
         found.push({ where, kind: 'order', line: mine.map((r) => r.text).join(' ; ') });
       }
     }
