@@ -20,6 +20,7 @@ export const cidr: fc.Arbitrary<Cidr> = fc.oneof(v4, v6, fc.constantFrom(...['10
 const cidrs = fc.array(cidr, { maxLength: 4 });
 const interfaceName = fc.stringMatching(/^[A-Za-z0-9_.-]{1,15}$/);
 
+/** Settings the builder accepts, every field generated (fields added later keep their defaults until generated here). */
 export const redirectSettings: fc.Arbitrary<RedirectSettings> = fc.record({
   interceptionMode: fc.constantFrom('REDIRECT', 'REDIRECT', 'TPROXY', 'NONE'),
   proxyUid: id,
@@ -38,4 +39,4 @@ export const redirectSettings: fc.Arbitrary<RedirectSettings> = fc.record({
   tproxyMark: fc.constant(DEFAULT_SETTINGS.tproxyMark),
   tproxyRouteTable: fc.constant(DEFAULT_SETTINGS.tproxyRouteTable),
   ipv6: fc.boolean(),
-});
+}).map((generated) => ({ ...DEFAULT_SETTINGS, ...generated }));
