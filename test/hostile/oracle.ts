@@ -96,7 +96,8 @@ export function classify(lines: string[], structural = false): 'empty' | 'full' 
 /**
  * Our nftables tables as some annotations could give them: each table has its hooked chains first,
  * every chain is declared once, every jump lands on a chain of the same table, every other chain is
- * jumped to and has rules, and no hooked chain jumps twice to the same chain.
+ * jumped to and has rules, and no hooked chain jumps twice to the same chain (but for the jumps of VM
+ * interfaces, one per interface named: `iifname`).
  */
 function isCompleteTables(lines: string[]): boolean {
   const tables: { chains: Map<string, { hooked: boolean; rules: string[] }> }[] = [];
@@ -113,8 +114,8 @@ function isCompleteTables(lines: string[]): boolean {
     else if (chain) chain.rules.push(line);
   }
   return tables.length > 0 && tables.every(({ chains }) => {
-    const jumps = [...chains].flatMap(([from, c]) => c.rules.map((r) => ({ from, hooked: c.hooked, to: / (?:jump|goto) ([a-z-]+)$/.exec(r)?.[1] })));
-    const fromHooked = jumps.filter((j) => j.hooked && j.to).map((j) => `${j.from}>${j.to}`);
+    const jumps = [...chains].flatMap(([from, c]) => c.rules.map((r) => ({ from, hooked: c.hooked, to: / (?:jump|goto) ([a-z-]+)$/.exec(r)?.[1], perInterface: r.includes('iifname ') })));
+    const fromHooked = jumps.filter((j) => j.hooked && j.to && !j.perInterface).map((j) => `${j.from}>${j.to}`);
     return (
       [...chains.values()].some((c) => c.hooked) &&
       jumps.every((j) => j.to === undefined || (chains.has(j.to) && !chains.get(j.to)!.hooked)) &&
@@ -127,13 +128,14 @@ function isCompleteTables(lines: string[]): boolean {
 /**
  * A rule set some annotations could give: at least one chain of ours, declared once, every chain a rule
  * jumps to exists, every chain we declared has rules and is reached (from a built-in chain or another of ours),
- * and at most one jump from each built-in chain into each of ours. A half-applied restore breaks one of these.
+ * and at most one jump from each built-in chain into each of ours (but for the jumps of VM interfaces, one per
+ * interface named, `-i`, itself kept twice when listed twice). A half-applied restore breaks one of these.
  */
 function isCompleteRuleSet(lines: string[]): boolean {
   const declared = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
-  const jumps = lines.filter((l) => l.startsWith('-A ')).map((l) => ({ from: l.split(' ')[1]!, to: / -[jg] (ISTIO_[A-Z0-9_]+)/.exec(l)?.[1] }));
+  const jumps = lines.filter((l) => l.startsWith('-A ')).map((l) => ({ from: l.split(' ')[1]!, to: / -[jg] (ISTIO_[A-Z0-9_]+)/.exec(l)?.[1], perInterface: l.includes(' -i ') }));
   const targets = new Set(jumps.flatMap((j) => (j.to ? [j.to] : [])));
-  const builtinJumps = jumps.filter((j) => j.to && !j.from.startsWith('ISTIO_')).map((j) => `${j.from}>${j.to}`);
+  const builtinJumps = jumps.filter((j) => j.to && !j.from.startsWith('ISTIO_') && !j.perInterface).map((j) => `${j.from}>${j.to}`);
   return (
     declared.size > 0 &&
     // Rules inside our chains may repeat (a port listed twice is kept, as Istio keeps it); chains and
