@@ -1,7 +1,7 @@
 // What the bench runs: the plugin as libcni would run it (environment + stdin), the Go reference
 // clients, a bare runtime start, and the iptables helpers that check and reset a pod netns.
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildConflist, DEFAULT_ISTIO_CNI_BIN, REPO_ROOT, type JsonObject } from '../test/harness/conflist.ts';
 import type { FakeKubeApi } from '../test/harness/kube-api.ts';
@@ -17,6 +17,8 @@ const IPTABLES_RESTORE = '/usr/sbin/iptables-nft-restore';
 /** containerd passes the pod's annotations under this runtimeConfig key when the plugin declares it. */
 export const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
 const CNI_VERSION = '1.0.0';
+/** The pod's address in prevResult, also put on eth0 in each pod netns. */
+export const POD_ADDRESS = '10.200.0.5/24';
 
 export type Verb = 'ADD' | 'CHECK' | 'DEL';
 
@@ -27,11 +29,20 @@ export interface PodCall {
   netns: Netns;
   /** Sent as runtimeConfig[io.kubernetes.cri.pod-annotations], as containerd does. */
   runtimeAnnotations?: Record<string, string>;
+  /** K8S_POD_UID, as containerd sends it (the node-local cache answers by UID). */
+  uid?: string;
 }
 
 export interface BenchConfig {
   /** The istio-cni entry of the example conflist, pointed at the fake API server, nft, a temp log. */
   pluginEntry: JsonObject;
+  /** The same entry with the node-local pod cache's socket (`istio-cni install` serving it). */
+  cachedEntry: JsonObject;
+  /**
+   * The same entry for Istio's own istio-cni, which reads its kubeconfig only from
+   * <cni_agent_run_dir>/istio-cni-kubeconfig (the same file) and keeps its log file there.
+   */
+  istioEntry: JsonObject;
   kubeconfigPath: string;
 }
 
@@ -53,8 +64,11 @@ export function writeJsonKubeconfig(api: FakeKubeApi, dir: string): string {
   return path;
 }
 
-export function benchConfig(api: FakeKubeApi, dir: string): BenchConfig {
+export function benchConfig(api: FakeKubeApi, dir: string, cacheSocket: string): BenchConfig {
   const kubeconfigPath = writeJsonKubeconfig(api, dir);
+  const istioRunDir = join(dir, 'istio-agent-run');
+  mkdirSync(istioRunDir, { recursive: true });
+  copyFileSync(kubeconfigPath, join(istioRunDir, 'istio-cni-kubeconfig'));
   const conflist = buildConflist({
     ipamDataDir: join(dir, 'ipam'),
     kubeconfig: kubeconfigPath,
@@ -65,7 +79,12 @@ export function benchConfig(api: FakeKubeApi, dir: string): BenchConfig {
   });
   const pluginEntry = conflist.plugins.find((p) => p.type === 'istio-cni');
   if (pluginEntry === undefined) throw new Error('the example conflist has no istio-cni entry');
-  return { pluginEntry, kubeconfigPath };
+  return {
+    pluginEntry,
+    cachedEntry: { ...pluginEntry, pod_cache_socket: cacheSocket },
+    istioEntry: { ...pluginEntry, cni_agent_run_dir: istioRunDir },
+    kubeconfigPath,
+  };
 }
 
 /** The same plugin entry with native nftables capture: one `nft -f` per ADD instead of iptables-restore. */
@@ -90,15 +109,15 @@ function prevResult(netns: Netns): JsonObject {
       { name: 'veth0bench', mac: '0a:58:0a:c8:00:01' },
       { name: 'eth0', mac: '0a:58:0a:c8:00:05', sandbox: netns.path },
     ],
-    ips: [{ address: '10.200.0.5/24', gateway: '10.200.0.1', interface: 1 }],
+    ips: [{ address: POD_ADDRESS, gateway: '10.200.0.1', interface: 1 }],
     routes: [{ dst: '0.0.0.0/0' }],
     dns: {},
   };
 }
 
 /** The plugin's stdin as libcni builds it: the entry plus name, cniVersion, prevResult, runtimeConfig. */
-function networkConfig(config: BenchConfig, call: PodCall): string {
-  const conf: JsonObject = { ...config.pluginEntry, cniVersion: CNI_VERSION, name: 'istio-cni-bench', prevResult: prevResult(call.netns) };
+function networkConfig(entry: JsonObject, call: PodCall): string {
+  const conf: JsonObject = { ...entry, cniVersion: CNI_VERSION, name: 'istio-cni-bench', prevResult: prevResult(call.netns) };
   if (call.runtimeAnnotations !== undefined) conf.runtimeConfig = { [POD_ANNOTATIONS_CAPABILITY]: call.runtimeAnnotations };
   return JSON.stringify(conf);
 }
@@ -106,13 +125,18 @@ function networkConfig(config: BenchConfig, call: PodCall): string {
 /** libcni's variables on top of a kubelet-like environment: PATH only, no NODE_EXTRA_CA_CERTS. */
 function cniEnv(verb: Verb, call: PodCall): string[] {
   const containerId = containerIdOf(call.netns);
-  const args = `IgnoreUnknown=1;K8S_POD_NAMESPACE=${call.namespace};K8S_POD_NAME=${call.name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=00000000-0000-4000-8000-000000000000`;
+  const args = `IgnoreUnknown=1;K8S_POD_NAMESPACE=${call.namespace};K8S_POD_NAME=${call.name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${call.uid ?? '00000000-0000-4000-8000-000000000000'}`;
   return [`PATH=${DEFAULT_PATH}`, `CNI_COMMAND=${verb}`, `CNI_CONTAINERID=${containerId}`, `CNI_NETNS=${call.netns.path}`, 'CNI_IFNAME=eth0', `CNI_ARGS=${args}`, 'CNI_PATH=/opt/cni/bin'];
 }
 
-/** `bin`: another build of the plugin, to compare a change side by side. */
-export function pluginCommand(config: BenchConfig, verb: Verb, call: PodCall, bin = PLUGIN): Command {
-  return { argv: [bin], env: cniEnv(verb, call), stdin: networkConfig(config, call) };
+/** `bin`: another build of the plugin, to compare a change side by side; `entry`: e.g. config.cachedEntry. */
+export function pluginCommand(config: BenchConfig, verb: Verb, call: PodCall, bin = PLUGIN, entry = config.pluginEntry): Command {
+  return { argv: [bin], env: cniEnv(verb, call), stdin: networkConfig(entry, call) };
+}
+
+/** Istio's own istio-cni plugin, on the same pod with the same entry (and its agent run dir). */
+export function istioCommand(config: BenchConfig, verb: Verb, call: PodCall, bin: string): Command {
+  return { argv: [bin], env: cniEnv(verb, call), stdin: networkConfig(config.istioEntry, call) };
 }
 
 /** As podman asks it: CNI_NETNS=dummy, a bare version object on stdin. */
@@ -126,12 +150,12 @@ export function bareRuntimeCommand(): Command {
 
 /** The floor: the pod GET, then one iptables-restore of `rules` (written to a file under dir). */
 export function floorCommand(config: BenchConfig, call: PodCall, rulesFile: string): Command {
-  return { argv: [GOPOD, 'restore', rulesFile], env: cniEnv('ADD', call), stdin: networkConfig(config, call) };
+  return { argv: [GOPOD, 'restore', rulesFile], env: cniEnv('ADD', call), stdin: networkConfig(config.pluginEntry, call) };
 }
 
 /** The seed-era way: the pod GET, then one iptables process per chain and per rule. */
 export function seedCommand(config: BenchConfig, call: PodCall, commandsFile: string): Command {
-  return { argv: [GOPOD, 'per-rule', commandsFile], env: cniEnv('ADD', call), stdin: networkConfig(config, call) };
+  return { argv: [GOPOD, 'per-rule', commandsFile], env: cniEnv('ADD', call), stdin: networkConfig(config.pluginEntry, call) };
 }
 
 export function saveCommand(netns: Netns): Command {

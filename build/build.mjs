@@ -80,9 +80,28 @@ function ensureRuntime() {
   }
 }
 
-async function bundle(file) {
+// src/subcommands.ts (the installer and its pod cache, repair, validate, explain) is bundled on its
+// own and carried as a SEA asset, compiled only when a subcommand runs: the plugin's bundle, and so
+// the start-up snapshot every CNI verb deserializes, holds none of it.
+const SUBCOMMANDS_ASSET = 'subcommands.cjs';
+const subcommandsFromAsset = {
+  name: 'subcommands-from-asset',
+  setup(build) {
+    build.onResolve({ filter: /[/\\]subcommands\.ts$/ }, (args) => (args.importer.endsWith(path.join('src', 'cli.ts')) ? { path: 'subcommands', namespace: 'sea-asset' } : undefined));
+    build.onLoad({ filter: /.*/, namespace: 'sea-asset' }, () => ({
+      loader: 'js',
+      contents: `const { getAsset } = require('node:sea');
+const { compileFunction } = require('node:vm');
+const loaded = { exports: {} };
+compileFunction(getAsset(${JSON.stringify(SUBCOMMANDS_ASSET)}, 'utf8'), ['module', 'exports', 'require'], { filename: ${JSON.stringify(SUBCOMMANDS_ASSET)} })(loaded, loaded.exports, require);
+module.exports = loaded.exports;`,
+    }));
+  },
+};
+
+async function bundle(entryPoint, file, plugins = []) {
   await esbuild.build({
-    entryPoints: [entry],
+    entryPoints: [entryPoint],
     outfile: file,
     bundle: true,
     platform: 'node', // node builtins stay external; everything else is inlined
@@ -93,12 +112,14 @@ async function bundle(file) {
     // A SEA has no ESM loader: `await import('node:x')` and `await import('./y.ts')` become lazy requires.
     supported: { 'dynamic-import': false },
     logLevel: 'warning',
+    plugins,
   });
 }
 
-function makeBlob(main, blob) {
+function makeBlob(main, subcommands, blob) {
   const config = {
     main,
+    assets: { [SUBCOMMANDS_ASSET]: subcommands },
     output: blob,
     disableExperimentalSEAWarning: true,
     useSnapshot: opt.mode === 'snapshot',
@@ -149,6 +170,9 @@ function smokeTest(exe) {
   let problem = r.error?.message ?? (r.status !== 0 ? `exit ${r.status ?? r.signal}` : r.stderr ? 'wrote to stderr' : null);
   if (!problem) try { JSON.parse(r.stdout); } catch { problem = 'stdout is not JSON'; }
   if (problem) throw new Error(`smoke test (CNI_COMMAND=VERSION) of ${rel(exe)} failed: ${problem}\n${r.stdout}${r.stderr}`);
+  // A subcommand comes from the SEA asset: `explain` without a file must print its usage (exit 2).
+  const sub = spawnSync(exe, ['explain'], { env: cleanEnv, encoding: 'utf8', timeout: 10_000 });
+  if (sub.status !== 2 || !/usage/.test(sub.stderr)) throw new Error(`smoke test (explain from the subcommands asset) of ${rel(exe)} failed: exit ${sub.status ?? sub.signal}\n${sub.stdout}${sub.stderr}`);
 }
 
 if (opt['if-stale'] && !isStale()) {
@@ -159,15 +183,17 @@ if (opt['if-stale'] && !isStale()) {
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
   const bundleFile = path.join(work, 'bundle.cjs');
+  const subcommandsFile = path.join(work, SUBCOMMANDS_ASSET);
   const blob = path.join(work, 'sea-prep.blob');
   const exe = path.join(work, path.basename(out));
-  await bundle(bundleFile);
-  makeBlob(bundleFile, blob);
+  await bundle(entry, bundleFile, [subcommandsFromAsset]);
+  await bundle(path.join(root, 'src/subcommands.ts'), subcommandsFile);
+  makeBlob(bundleFile, subcommandsFile, blob);
   const stripped = copyBase(exe);
   inject(blob, exe);
   smokeTest(exe);
   fs.renameSync(exe, out);
   fs.writeFileSync(recipeFile, recipe);
   const mib = (f) => (fs.statSync(f).size / 2 ** 20).toFixed(1);
-  console.log(`built ${rel(out)} (${mib(out)} MiB, ${opt.mode}${stripped ? '' : ', unstripped'}, bundle ${mib(bundleFile)} MiB) from ${rel(entry)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`built ${rel(out)} (${mib(out)} MiB, ${opt.mode}${stripped ? '' : ', unstripped'}, bundle ${mib(bundleFile)} MiB, subcommands ${mib(subcommandsFile)} MiB) from ${rel(entry)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }

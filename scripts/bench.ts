@@ -8,20 +8,22 @@
  * --compare LABEL=BIN adds another build of the plugin (e.g. one with a change to src/) to the
  * side-by-side rounds, so a change is measured before/after in one run.
  */
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT, type JsonObject } from '../test/harness/conflist.ts';
 import { injectedPod, plainPod, startFakeKubeApi, type FakeKubeApi } from '../test/harness/kube-api.ts';
+import { servePodWatch, type PodCollection } from '../test/harness/kube-watch.ts';
 import { createNetns, type Netns } from '../test/harness/netns.ts';
-import { cleanupAll, makeTempDir, runOk } from '../test/harness/proc.ts';
+import { cleanupAll, makeTempDir, minimalEnv, run, runOk, startDaemon, type Daemon } from '../test/harness/proc.ts';
+import { nsenterArgv } from '../test/harness/netns.ts';
 import { chartSvg, renderPng, type Series } from '../bench/chart.ts';
-import { backendRatios, markdown, ratios, targets, type ConcurrencyPoint, type Results, type Scaling, type ScalingPoint, type Single } from '../bench/report.ts';
+import { backendRatios, loadModel, markdown, ratios, targets, type ConcurrencyPoint, type Results, type Scaling, type ScalingPoint, type Single } from '../bench/report.ts';
 import { buildGoPrograms, OUT_DIR, runBatch, runOnce, runRounds, type Command, type Step, type StepSamples } from '../bench/runner.ts';
 import { kibToMib, median, nsToMs, percentile, round } from '../bench/stats.ts';
 import {
-  BARE_NODE, bareRuntimeCommand, benchConfig, flushCommand, floorCommand, nftablesConfig, nftListCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
+  BARE_NODE, bareRuntimeCommand, POD_ADDRESS, benchConfig, flushCommand, floorCommand, istioCommand, nftablesConfig, nftListCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
   seedCommand, tablesOf, versionCommand, writeRuleFiles, type BenchConfig, type PodCall,
 } from '../bench/subjects.ts';
 
@@ -32,6 +34,7 @@ const { values: opt } = parseArgs({
     repeats: { type: 'string', default: '3' },
     skip: { type: 'string', default: '' },
     compare: { type: 'string', multiple: true, default: [] },
+    istio: { type: 'string' },
     'update-readme': { type: 'boolean', default: false },
   },
 });
@@ -49,6 +52,9 @@ const SCALING_ITEMS = [1, 10, 50, 100, 200, 500];
 const SCALING_ROUNDS = Math.max(5, Math.round(ROUNDS / 3));
 const RSS_ROUNDS = 5;
 const INJECTED = { namespace: 'default', name: 'web' };
+/** The same injected pod under other names, one per subject that looks it up, so each one's pod GETs can be counted. */
+const POD_OF = { floor: 'web-floor', seed: 'web-seed', istio: 'web-istio', compare: 'web-compare', nftables: 'web-nftables' } as const;
+const NODE_NAME = 'test-node';
 const PLAIN = { namespace: 'default', name: 'plain' };
 const PLAIN_ANNOTATIONS = { 'kubectl.kubernetes.io/default-container': 'app' };
 /** The pool's netns for the native nftables subjects (the others use the first few). */
@@ -112,24 +118,79 @@ async function saved(node: Netns, netns: Netns): Promise<string> {
 interface Env {
   node: Netns;
   api: FakeKubeApi;
+  pods: PodCollection;
   config: BenchConfig;
   dir: string;
   pool: Netns[];
+  /** Istio's own istio-cni executable, when measured. */
+  istio: string | undefined;
+}
+
+/** The injected pod `name` as this bench's calls name it: with its UID, as containerd passes it. */
+function injectedCall(env: Env, name: string, netns: Netns): PodCall {
+  return { namespace: INJECTED.namespace, name, netns, uid: env.api.pods.get(`${INJECTED.namespace}/${name}`)!.metadata.uid };
+}
+
+/**
+ * `istio-cni install` as the DaemonSet runs it, in the node netns, with its node-local pod cache
+ * listing and watching this node's pods on the fake API server: the cache the plugin asks first.
+ */
+async function startPodCache(api: FakeKubeApi, node: Netns, dir: string): Promise<{ daemon: Daemon; socket: string; started: number }> {
+  const root = join(dir, 'cache-node');
+  for (const d of ['net.d', 'bin', 'serviceaccount', 'run']) mkdirSync(join(root, d), { recursive: true });
+  writeFileSync(join(root, 'serviceaccount', 'token'), api.token);
+  writeFileSync(join(root, 'serviceaccount', 'ca.crt'), api.pki.caPem);
+  const socket = join(root, 'run', 'pod-cache.sock');
+  const env = minimalEnv({
+    MOUNTED_CNI_NET_DIR: join(root, 'net.d'),
+    CNI_NET_DIR: join(root, 'net.d'),
+    MOUNTED_CNI_BIN_DIRS: join(root, 'bin'),
+    SERVICE_ACCOUNT_PATH: join(root, 'serviceaccount'),
+    KUBERNETES_SERVICE_HOST: '127.0.0.1',
+    KUBERNETES_SERVICE_PORT: String(api.port),
+    NODE_NAME,
+    POD_CACHE_SOCKET: socket,
+  });
+  const started = Date.now();
+  const daemon = await startDaemon(nsenterArgv(node, [PLUGIN, 'install']), { ready: /listed this node's pods/, label: 'istio-cni install (pod cache)', env, timeoutMs: 20_000 });
+  return { daemon, socket, started };
+}
+
+/** Istio's istio-cni from the pinned istio.io/istio module (cluster/build.sh, cached outside the work tree). */
+async function istioPlugin(): Promise<string> {
+  if (opt.istio !== undefined) return opt.istio;
+  const r = await run(['/usr/bin/bash', join(REPO_ROOT, 'cluster', 'build.sh'), 'istio'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 3_600_000 });
+  if (r.code !== 0) throw new Error(`cluster/build.sh istio failed (use --skip istio to bench without it):\n${r.stderr}`);
+  return join(r.stdout.trim(), 'istio-cni');
 }
 
 /**
  * One of each subject, checked: the plugin's rules become the expected set, and the floor and the
  * seed-era client must leave exactly the same rules. Returns the expected save text.
  */
-async function probe(env: Env): Promise<{ expected: string; files: { restore: string; perRule: string } }> {
+async function probe(env: Env): Promise<{ expected: string; files: { restore: string; perRule: string }; istioTables: string[] }> {
   const { node, config, pool } = env;
-  const [p, f, s] = pool as [Netns, Netns, Netns];
-  await mustSucceed(node, 'istio-cni ADD', pluginCommand(config, 'ADD', { ...INJECTED, netns: p }));
+  const [p, f, s, x] = pool as [Netns, Netns, Netns, Netns];
+  await mustSucceed(node, 'istio-cni ADD', pluginCommand(config, 'ADD', injectedCall(env, INJECTED.name, p)));
   const expected = await saved(node, p);
   if (!expected.includes('ISTIO_')) throw new Error(`istio-cni ADD programmed no ISTIO_ chains:\n${expected}`);
+  await mustSucceed(node, 'istio-cni DEL', pluginCommand(config, 'DEL', injectedCall(env, INJECTED.name, p)));
+  const gets = env.api.podRequests().length;
+  await mustSucceed(node, 'istio-cni ADD with the pod cache', pluginCommand(config, 'ADD', injectedCall(env, INJECTED.name, p), PLUGIN, config.cachedEntry));
+  if (env.api.podRequests().length !== gets) throw new Error('istio-cni ADD with a warm pod cache made a pod GET');
+  if ((await saved(node, p)) !== expected) throw new Error('istio-cni ADD with the pod cache programmed other rules');
   const files = writeRuleFiles(env.dir, 'default', expected);
-  await mustSucceed(node, 'floor', floorCommand(config, { ...INJECTED, netns: f }, files.restore));
-  await mustSucceed(node, 'seed-era', seedCommand(config, { ...INJECTED, netns: s }, files.perRule));
+  await mustSucceed(node, 'floor', floorCommand(config, injectedCall(env, POD_OF.floor, f), files.restore));
+  await mustSucceed(node, 'seed-era', seedCommand(config, injectedCall(env, POD_OF.seed, s), files.perRule));
+  let istioTables: string[] = [];
+  if (env.istio !== undefined) {
+    await mustSucceed(node, 'Istio\'s istio-cni ADD', istioCommand(config, 'ADD', injectedCall(env, POD_OF.istio, x), env.istio));
+    const istioRules = await saved(node, x);
+    if (!istioRules.includes('-j ISTIO_REDIRECT')) throw new Error(`Istio's istio-cni programmed no redirect:\n${istioRules}`);
+    istioTables = tablesOf(istioRules);
+    await mustSucceed(node, 'flush', flushCommand(x, istioTables));
+    log(`Istio's istio-cni programmed ${ownRules(istioRules)} rules in ${istioTables.join(', ')}; ours ${ownRules(expected)}`);
+  }
   for (const [who, ns] of [['floor', f], ['seed-era', s]] as const) {
     const got = await saved(node, ns);
     if (got !== expected) throw new Error(`${who} programmed different rules:\n${got}\nexpected:\n${expected}`);
@@ -138,12 +199,12 @@ async function probe(env: Env): Promise<{ expected: string; files: { restore: st
   if (ownRules(await saved(node, p)) !== 0) throw new Error('istio-cni DEL left rules behind');
   for (const ns of [f, s]) await mustSucceed(node, 'flush', flushCommand(ns, tablesOf(expected)));
   await probeNftables(env);
-  return { expected, files };
+  return { expected, files, istioTables };
 }
 
 /** Native nftables: ADD leaves our table with the outbound redirect, DEL removes it. */
 async function probeNftables(env: Env): Promise<void> {
-  const call = { ...INJECTED, netns: env.pool[NFTABLES_NETNS]! };
+  const call = injectedCall(env, POD_OF.nftables, env.pool[NFTABLES_NETNS]!);
   await mustSucceed(env.node, 'istio-cni ADD, nftables', pluginCommand(nftablesConfig(env.config), 'ADD', call));
   const table = await mustSucceed(env.node, 'nft list table', nftListCommand(call.netns));
   if (!table.includes('redirect to :15001')) throw new Error(`istio-cni ADD (nftables) programmed no outbound redirect:\n${table}`);
@@ -179,32 +240,44 @@ function single(key: string, label: string, samples: StepSamples): Omit<Single, 
   return out;
 }
 
-async function sideBySide(env: Env, files: { restore: string; perRule: string }, expected: string, annotations: boolean): Promise<Single[]> {
+async function sideBySide(env: Env, files: { restore: string; perRule: string }, expected: string, istioTables: string[], annotations: boolean): Promise<{ singles: Single[]; podGets: Record<string, number> }> {
   const { node, config, pool } = env;
-  const [p, f, s, x] = pool as [Netns, Netns, Netns, Netns];
+  const [p, f, s, x, i] = pool as [Netns, Netns, Netns, Netns, Netns];
   const tables = tablesOf(expected);
-  const injected: PodCall = { ...INJECTED, netns: p };
+  const injected = injectedCall(env, INJECTED.name, p);
   const labelled: Array<{ key: string; label: string; step: Step }> = [];
+  // The subjects, one run each per round in this order; a new subject is one more measure() line.
   const measure = (key: string, label: string, command: Command) => labelled.push({ key, label, step: { ...command, name: key, measure: true } });
   const cleanup = (name: string, command: Command) => labelled.push({ key: '', label: '', step: { ...command, name, measure: false } });
-  measure('inject-add', 'istio-cni ADD, injected pod (pod GET + one iptables-restore)', pluginCommand(config, 'ADD', injected));
-  measure('check', 'istio-cni CHECK, injected pod', pluginCommand(config, 'CHECK', injected));
-  measure('del', 'istio-cni DEL', pluginCommand(config, 'DEL', injected));
-  const nftables: PodCall = { ...INJECTED, netns: pool[NFTABLES_NETNS]! };
-  measure('inject-add-nftables', 'istio-cni ADD, injected pod, native nftables (pod GET + one nft -f)', pluginCommand(nftablesConfig(config), 'ADD', nftables));
-  measure('del-nftables', 'istio-cni DEL, native nftables', pluginCommand(nftablesConfig(config), 'DEL', nftables));
-  measure('floor', '(b) floor: Go client, pod GET + one nsenter iptables-restore', floorCommand(config, { ...INJECTED, netns: f }, files.restore));
+  measure('inject-add', 'istio-cni ADD, injected pod: direct pod GET + one iptables-restore', pluginCommand(config, 'ADD', injected));
+  measure('check', 'istio-cni CHECK, injected pod (direct pod GET)', pluginCommand(config, 'CHECK', injected));
+  measure('del', 'istio-cni DEL, injected pod', pluginCommand(config, 'DEL', injected));
+  const nftables = injectedCall(env, POD_OF.nftables, pool[NFTABLES_NETNS]!);
+  measure('inject-add-nftables', 'istio-cni ADD, injected pod, native nftables: direct pod GET + one nft -f', pluginCommand(nftablesConfig(config), 'ADD', nftables));
+  measure('del-nftables', 'istio-cni DEL, injected pod, native nftables', pluginCommand(nftablesConfig(config), 'DEL', nftables));
+  measure('inject-add-cache', 'istio-cni ADD, injected pod: node-local pod cache + one iptables-restore', pluginCommand(config, 'ADD', injected, PLUGIN, config.cachedEntry));
+  cleanup('DEL after the cached ADD', pluginCommand(config, 'DEL', injected));
+  if (env.istio !== undefined) {
+    measure('istio', 'Istio\'s own istio-cni (1.31-dev) ADD, injected pod: client-go pod GET + iptables-restore', istioCommand(config, 'ADD', injectedCall(env, POD_OF.istio, i), env.istio));
+    cleanup('flush Istio\'s netns', flushCommand(i, istioTables));
+  }
+  measure('floor', '(b) floor: Go client, pod GET + one nsenter iptables-restore', floorCommand(config, injectedCall(env, POD_OF.floor, f), files.restore));
   cleanup('flush floor netns', flushCommand(f, tables));
-  measure('seed-era', '(a) seed-era: Go client, pod GET + one nsenter iptables per rule', seedCommand(config, { ...INJECTED, netns: s }, files.perRule));
+  measure('seed-era', '(a) seed-era: Go client, pod GET + one nsenter iptables per rule', seedCommand(config, injectedCall(env, POD_OF.seed, s), files.perRule));
   cleanup('flush seed-era netns', flushCommand(s, tables));
+  measure('del-gone', 'istio-cni DEL, netns gone (containerd\'s second DEL)', pluginCommand(config, 'DEL', { ...INJECTED, netns: { name: 'gone', path: '' } }));
   measure('pass-ns', 'istio-cni ADD, pass-through (excluded namespace, no API call)', pluginCommand(config, 'ADD', { namespace: 'kube-system', name: 'coredns-0', netns: x }));
   measure('pass-api', 'istio-cni ADD, pass-through decided by the pod GET', pluginCommand(config, 'ADD', { ...PLAIN, netns: x }));
   if (annotations) {
     measure('pass-annotations', 'istio-cni ADD, pass-through (runtime-supplied annotations)', pluginCommand(config, 'ADD', { ...PLAIN, netns: x, runtimeAnnotations: PLAIN_ANNOTATIONS }));
   }
+  // Compared builds read their own copy of the pod: the direct subject's GETs stay countable.
+  const compared = injectedCall(env, POD_OF.compare, p);
   for (const { label, bin } of COMPARE) {
-    measure(`inject-add[${label}]`, `[${label}] istio-cni ADD, injected pod`, pluginCommand(config, 'ADD', injected, bin));
-    measure(`del[${label}]`, `[${label}] istio-cni DEL`, pluginCommand(config, 'DEL', injected, bin));
+    measure(`inject-add[${label}]`, `[${label}] istio-cni ADD, injected pod (direct pod GET)`, pluginCommand(config, 'ADD', compared, bin));
+    measure(`inject-add-cache[${label}]`, `[${label}] istio-cni ADD, injected pod (pod cache entry)`, pluginCommand(config, 'ADD', compared, bin, config.cachedEntry));
+    cleanup(`DEL after [${label}]'s cached ADD`, pluginCommand(config, 'DEL', compared, bin));
+    measure(`del[${label}]`, `[${label}] istio-cni DEL`, pluginCommand(config, 'DEL', compared, bin));
     measure(`pass-ns[${label}]`, `[${label}] istio-cni ADD, pass-through (excluded namespace)`, pluginCommand(config, 'ADD', { namespace: 'kube-system', name: 'coredns-0', netns: x }, bin));
     measure(`version[${label}]`, `[${label}] istio-cni VERSION`, versionCommand(bin));
   }
@@ -212,11 +285,28 @@ async function sideBySide(env: Env, files: { restore: string; perRule: string },
   measure('bare-runtime', '(c) bare runtime start: node -e 0 (Node 22, the SEA\'s)', bareRuntimeCommand());
   log(`side by side: ${labelled.filter((l) => l.step.measure).length} subjects, ${WARMUP} + ${ROUNDS} rounds`);
   const steps = labelled.map((l) => l.step);
+  const getsBefore = podGetsBy(env);
   const samples = await runRounds(node, steps, WARMUP, ROUNDS);
+  const getsAfter = podGetsBy(env);
+  const runs = WARMUP + ROUNDS;
+  // Pod GETs per ADD; the direct subject's pod is also read by CHECK, once per round.
+  const podGets = {
+    'istio-cni, direct GET': (getsAfter.ours - getsBefore.ours) / runs - 1,
+    'istio-cni, pod cache': 0,
+    floor: (getsAfter.floor - getsBefore.floor) / runs,
+    'seed-era': (getsAfter.seed - getsBefore.seed) / runs,
+    ...(env.istio === undefined ? {} : { "Istio's istio-cni": (getsAfter.istio - getsBefore.istio) / runs }),
+  };
   log(`anonymous RSS, sampled: 1 + ${RSS_ROUNDS} rounds`);
   const anon = await runRounds(node, steps, 1, RSS_ROUNDS, { sampleAnon: true });
   const measured = labelled.filter((l) => l.step.measure);
-  return measured.map((l, i) => ({ ...single(l.key, l.label, samples[i]!), peakAnonMiB: kibToMib(Math.max(0, ...anon[i]!.maxAnonKiB)) }));
+  const singles = measured.map((l, i) => ({ ...single(l.key, l.label, samples[i]!), peakAnonMiB: kibToMib(Math.max(0, ...anon[i]!.maxAnonKiB)) }));
+  return { singles, podGets };
+}
+
+function podGetsBy(env: Env): { ours: number; floor: number; seed: number; istio: number } {
+  const count = (name: string) => env.api.podRequests(INJECTED.namespace, name).length;
+  return { ours: count(INJECTED.name), floor: count(POD_OF.floor), seed: count(POD_OF.seed), istio: count(POD_OF.istio) };
 }
 
 async function concurrency(env: Env, files: { restore: string; perRule: string }, expected: string): Promise<ConcurrencyPoint[]> {
@@ -224,6 +314,7 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
   const tables = tablesOf(expected);
   const subjects: Array<[string, (call: PodCall) => Command]> = [
     ['istio-cni', (call) => pluginCommand(config, 'ADD', call)],
+    ['istio-cni (pod cache)', (call) => pluginCommand(config, 'ADD', call, PLUGIN, config.cachedEntry)],
     ['floor', (call) => floorCommand(config, call, files.restore)],
     ['seed-era', (call) => seedCommand(config, call, files.perRule)],
   ];
@@ -232,7 +323,7 @@ async function concurrency(env: Env, files: { restore: string; perRule: string }
     for (const level of CONCURRENCY) {
       for (const [subject, command] of subjects) {
         const netns = pool.slice(0, level);
-        const batch = await runBatch(node, netns.map((ns) => command({ ...INJECTED, netns: ns })));
+        const batch = await runBatch(node, netns.map((ns) => command(injectedCall(env, INJECTED.name, ns))));
         const saves = await runBatch(node, netns.map(saveCommand));
         // A successful ADD must leave exactly the expected rules, a failed one none of ours.
         const wrong = saves.jobs.filter((save, i) => {
@@ -324,7 +415,7 @@ async function scaling(env: Env): Promise<Scaling> {
 }
 
 function chart(results: Results): Buffer {
-  const colors: Record<string, string> = { 'istio-cni': '#1f5fbf', floor: '#2a9d4b', 'seed-era': '#c0392b' };
+  const colors: Record<string, string> = { 'istio-cni': '#1f5fbf', 'istio-cni (pod cache)': '#8e44ad', floor: '#2a9d4b', 'seed-era': '#c0392b' };
   const concurrencySeries: Series[] = Object.keys(colors).flatMap((subject) => {
     const pts = results.concurrency.filter((c) => c.subject === subject);
     return [
@@ -371,18 +462,33 @@ async function main(): Promise<void> {
   await ensureBuilt();
   await buildGoPrograms();
   await dropPageCache([PLUGIN, BARE_NODE, ...COMPARE.map((c) => c.bin)]);
+  const istio = SKIP.has('istio') ? undefined : await istioPlugin();
+  if (istio !== undefined) await dropPageCache([istio]);
   const dir = makeTempDir('icni-bench-');
-  const api = await startFakeKubeApi({ pods: [injectedPod(INJECTED.name, INJECTED.namespace), plainPod(PLAIN.name, PLAIN.namespace, { metadata: { annotations: PLAIN_ANNOTATIONS } })] });
+  const injectedPods = [INJECTED.name, ...Object.values(POD_OF)].map((name) => injectedPod(name, INJECTED.namespace));
+  const api = await startFakeKubeApi({ pods: [...injectedPods, plainPod(PLAIN.name, PLAIN.namespace, { metadata: { annotations: PLAIN_ANNOTATIONS } })] });
+  const pods = servePodWatch(api);
   const node = await createNetns({ tag: 'bench-node' });
   await api.exposeIn(node);
+  const cache = await startPodCache(api, node, dir);
   const pool = await Promise.all(range(Math.max(...CONCURRENCY)).map((i) => createNetns({ tag: `bench-${i}` })));
-  const env: Env = { node, api, config: benchConfig(api, dir), dir, pool };
+  // Each pod netns holds the address prevResult names, on an eth0 whose veth peer stays in the same
+  // netns (nothing leaves it; this kernel has no dummy links): Istio's istio-iptables refuses a
+  // netns without a local address ("no valid local IP address found").
+  for (const netns of pool) {
+    for (const args of [['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer'], ['addr', 'add', POD_ADDRESS, 'dev', 'eth0'], ['link', 'set', 'eth0', 'up']]) {
+      await runOk(nsenterArgv(netns, ['/usr/sbin/ip', ...args]));
+    }
+  }
+  const env: Env = { node, api, pods, config: benchConfig(api, dir, cache.socket), dir, pool, istio };
 
-  const { expected, files } = await probe(env);
+  const { expected, files, istioTables } = await probe(env);
   const runtimeAnnotations = await probeRuntimeAnnotations(env);
-  const singles = await sideBySide(env, files, expected, runtimeAnnotations.supported);
+  const { singles, podGets } = await sideBySide(env, files, expected, istioTables, runtimeAnnotations.supported);
   const concurrent = SKIP.has('concurrency') ? [] : await concurrency(env, files, expected);
   const scaled = SKIP.has('scaling') ? { supported: false, honoured: {}, note: 'skipped (--skip scaling)', points: [] } : await scaling(env);
+  const cacheSeconds = (Date.now() - cache.started) / 1000;
+  const load = loadModel(podGets, { lists: pods.lists().length, watches: pods.watches().length, seconds: cacheSeconds });
 
   const meta: JsonObject & Record<string, string | number> = {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
@@ -395,7 +501,7 @@ async function main(): Promise<void> {
     pluginBytes: statSync(PLUGIN).size,
     durationS: Math.round((Date.now() - started) / 1000),
   };
-  const partial = { meta, single: singles, ratios: { ...ratios(singles), ...backendRatios(singles) }, runtimeAnnotations, concurrency: concurrent, scaling: scaled };
+  const partial = { meta, single: singles, ratios: { ...ratios(singles), ...backendRatios(singles) }, runtimeAnnotations, concurrency: concurrent, scaling: scaled, load };
   const results: Results = { ...partial, targets: targets(partial) };
   const table = markdown(results);
   writeFileSync(join(OUT_DIR, 'results.json'), JSON.stringify(results, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v, 3) : v), 2) + '\n');

@@ -111,6 +111,8 @@ function noteDecision(summary: Summary, decision: Decided): void {
   summary.decision = decision.redirect ? 'redirect' : 'pass';
   summary.reason = decision.reason;
   summary.apiAttempts = decision.apiAttempts;
+  if (decision.podSource !== undefined) summary.podSource = decision.podSource;
+  if (decision.cacheMiss !== undefined) summary.cacheMiss = decision.cacheMiss;
 }
 
 function podOf(args: CniArgs): string | undefined {

@@ -65,6 +65,9 @@ export const PluginConfig = z
     pod_lookup_timeout_ms: Milliseconds.default(3_000),
     pod_lookup_budget_ms: Milliseconds.default(10_000),
     pod_lookup_not_found_ms: Milliseconds.default(2_000),
+    /** `istio-cni install`'s node-local pod cache; absent: every lookup goes to the API server. */
+    pod_cache_socket: AbsolutePath.optional(),
+    pod_cache_timeout_ms: Milliseconds.default(500),
     runtimeConfig: z
       .object({
         // containerd sends null for a pod without annotations: such a pod has none to decide from.
@@ -95,6 +98,7 @@ export const PluginConfig = z
       budgetMs: raw.pod_lookup_budget_ms,
       notFoundMs: raw.pod_lookup_not_found_ms,
     },
+    podCache: raw.pod_cache_socket === undefined ? undefined : { socketPath: raw.pod_cache_socket, timeoutMs: raw.pod_cache_timeout_ms },
     runtimeAnnotations: raw.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],
   }));
 export type PluginConfig = z.output<typeof PluginConfig>;

@@ -84,7 +84,9 @@ function removeEverything(settings: InstallSettings, log: Logger): void {
  * (calico rewriting its config, a new file sorting first, kubelet swapping in a rotated token),
  * until a signal; then removes everything and resolves with the exit code.
  */
-function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> {
+async function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> {
+  // Serving before our entry names the socket: the plugin's first question finds it.
+  const cache = await startPodCache(settings, log);
   let timer: NodeJS.Timeout | undefined;
   let waiting = false;
   const round = () => {
@@ -114,19 +116,48 @@ function keepInstalled(settings: InstallSettings, log: Logger): Promise<number> 
       clearTimeout(timer);
       for (const w of watchers) w.close();
       log.info({ signal }, 'removing our entry, the kubeconfig and the executable');
+      let code = 0;
       try {
         removeEverything(settings, log);
-        resolve(0);
       } catch (err) {
         log.error({ err }, 'clean-up failed');
-        resolve(1);
+        code = 1;
       }
+      void (cache?.close() ?? Promise.resolve()).then(() => resolve(code));
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
   round();
   // Logged once the signal handlers are in place: from here on a SIGTERM always cleans up.
-  log.info({ netDir: settings.netDir, binDirs: settings.binDirs }, 'watching for changes');
+  log.info({ netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off' }, 'watching for changes');
   return stopped;
+}
+
+/** The node-local pod cache: this node's pods from a watch, served to the plugin on a unix socket. */
+async function startPodCache(settings: InstallSettings, log: Logger): Promise<{ close(): Promise<void> } | undefined> {
+  if (settings.podCache === undefined || settings.api === undefined) {
+    log.info('pod cache off: it needs NODE_NAME, KUBERNETES_SERVICE_HOST and POD_CACHE_SOCKET');
+    return undefined;
+  }
+  const { PodStore } = await import('../podcache/store.ts');
+  const { servePodCache } = await import('../podcache/server.ts');
+  const { watchNodePods } = await import('../podcache/watch.ts');
+  const store = new PodStore();
+  let server: Awaited<ReturnType<typeof servePodCache>>;
+  try {
+    server = await servePodCache(settings.podCache.socketPath, store, log);
+  } catch (err) {
+    // The plugin then asks the API server, as without a cache: no reason to keep pods from starting.
+    log.error({ error: (err as Error).message }, 'pod cache: cannot serve; running without it');
+    return undefined;
+  }
+  const watch = watchNodePods({ ...settings.api, serviceAccountDir: settings.serviceAccountDir }, settings.podCache.nodeName, store, log);
+  log.info({ socket: settings.podCache.socketPath, node: settings.podCache.nodeName }, 'pod cache: serving');
+  return {
+    async close() {
+      watch.stop();
+      await server.close();
+    },
+  };
 }

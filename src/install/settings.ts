@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { PluginConfig } from '../cni/config.ts';
+import { PluginConfig, POD_ANNOTATIONS_CAPABILITY } from '../cni/config.ts';
 
 const AbsolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
 const FileName = z.string().regex(/^[^/\0]+$/, 'must be a file name without "/"').refine((n) => n !== '.' && n !== '..', 'must be a file name');
@@ -10,8 +10,11 @@ const Flag = z
 /** Where `__KUBECONFIG_FILEPATH__` in CNI_NETWORK_CONFIG is replaced by the kubeconfig's host path. */
 export const KUBECONFIG_PLACEHOLDER = '__KUBECONFIG_FILEPATH__';
 
+/** The example conflist's entry: with the capability, containerd hands over the pod's annotations,
+ * so a pod without a sidecar is passed with no API request. */
 const DEFAULT_ENTRY = JSON.stringify({
   type: 'istio-cni',
+  capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true },
   log_level: 'info',
   kubernetes: { kubeconfig: KUBECONFIG_PLACEHOLDER, cni_bin_dir: '/opt/cni/bin', exclude_namespaces: ['kube-system'] },
 });
@@ -44,6 +47,10 @@ const InstallEnv = z.object({
   SERVICE_ACCOUNT_PATH: AbsolutePath.default('/var/run/secrets/kubernetes.io/serviceaccount'),
   /** The executable to copy; default: this process's own executable (the single-executable app). */
   CNI_BINARY_SOURCE: AbsolutePath.optional(),
+  /** This node (downward API spec.nodeName): the pod cache watches its pods. Unset: no cache. */
+  NODE_NAME: z.string().max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a Kubernetes node name').optional(),
+  /** The pod cache's socket, the same path on the host and in this container (the DaemonSet mounts its directory there); empty: no cache. */
+  POD_CACHE_SOCKET: z.union([AbsolutePath, z.literal('')]).default('/var/run/istio-cni/pod-cache.sock'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -58,6 +65,8 @@ export interface InstallSettings {
   api: { server: string; skipTlsVerify: boolean } | undefined;
   serviceAccountDir: string;
   binarySource: string | undefined;
+  /** The node-local pod cache: on when the node's name, the API server and a socket path are known. */
+  podCache: { socketPath: string; nodeName: string } | undefined;
   logLevel: z.output<typeof InstallEnv>['LOG_LEVEL'];
 }
 
@@ -72,19 +81,26 @@ export function parseInstallSettings(env: NodeJS.ProcessEnv): InstallSettings {
   }
   const e = parsed.data;
   const kubeconfigHostPath = `${e.CNI_NET_DIR}/${e.KUBECFG_FILE_NAME}`;
+  const podCache =
+    e.NODE_NAME !== undefined && e.KUBERNETES_SERVICE_HOST !== undefined && e.POD_CACHE_SOCKET !== ''
+      ? { socketPath: e.POD_CACHE_SOCKET, nodeName: e.NODE_NAME }
+      : undefined;
+  const entry = parseEntry(e.CNI_NETWORK_CONFIG, kubeconfigHostPath);
   return {
     hostNetDir: e.CNI_NET_DIR,
     netDir: e.MOUNTED_CNI_NET_DIR,
     binDirs: e.MOUNTED_CNI_BIN_DIRS,
     confName: e.CNI_CONF_NAME === '' ? undefined : e.CNI_CONF_NAME,
     kubeconfigName: e.KUBECFG_FILE_NAME,
-    entry: parseEntry(e.CNI_NETWORK_CONFIG, kubeconfigHostPath),
+    // The plugin asks the cache this installer runs.
+    entry: podCache === undefined ? entry : { ...entry, pod_cache_socket: podCache.socketPath },
     api:
       e.KUBERNETES_SERVICE_HOST === undefined
         ? undefined
         : { server: serverUrl(e.KUBERNETES_SERVICE_PROTOCOL, e.KUBERNETES_SERVICE_HOST, e.KUBERNETES_SERVICE_PORT), skipTlsVerify: e.SKIP_TLS_VERIFY },
     serviceAccountDir: e.SERVICE_ACCOUNT_PATH,
     binarySource: e.CNI_BINARY_SOURCE,
+    podCache,
     logLevel: e.LOG_LEVEL,
   };
 }

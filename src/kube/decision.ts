@@ -1,4 +1,5 @@
 import type { CniArgs } from '../cni/args.ts';
+import { ANNOTATIONS, DNS_CAPTURE_ENV } from '../redirect/settings-from-pod.ts';
 import type { Container, Pod } from './pod.ts';
 
 export const PROXY_CONTAINER = 'istio-proxy';
@@ -6,6 +7,7 @@ const INIT_CONTAINER = 'istio-init';
 const STATUS_ANNOTATION = 'sidecar.istio.io/status';
 const INJECT_KEY = 'sidecar.istio.io/inject';
 const FALSE_WORDS = new Set(['false', '0', 'n', 'no', 'off']);
+const DISABLE_ENVOY_ENV = 'DISABLE_ENVOY';
 /** The plugin's own DaemonSet: its pods must start before the kubeconfig they write exists. */
 const AGENT_POD_PREFIX = 'istio-cni-node-';
 
@@ -57,7 +59,7 @@ export function decideFromPod(pod: Pod): Decision {
     pod.spec.containers.find((c) => c.name === PROXY_CONTAINER) ??
     initContainers.find((c) => c.name === PROXY_CONTAINER && c.restartPolicy === 'Always');
   if (!proxy) return { redirect: false, reason: 'pod has no istio-proxy container' };
-  if (proxy.env?.some((e) => e.name === 'DISABLE_ENVOY' && e.value?.toLowerCase() === 'true')) {
+  if (proxy.env?.some((e) => e.name === DISABLE_ENVOY_ENV && e.value?.toLowerCase() === 'true')) {
     return { redirect: false, reason: 'istio-proxy has DISABLE_ENVOY=true' };
   }
   const inject = pod.metadata.labels?.[INJECT_KEY] ?? pod.metadata.annotations?.[INJECT_KEY];
@@ -68,4 +70,35 @@ export function decideFromPod(pod: Pod): Decision {
     return { redirect: false, reason: `pod has no ${STATUS_ANNOTATION} annotation: not injected` };
   }
   return { redirect: true, reason: 'pod has an injected istio-proxy sidecar', proxy, annotations: pod.metadata.annotations ?? {} };
+}
+
+/** Every annotation, label and istio-proxy variable that decideFromPod and settingsFromPod read. */
+const READ_ANNOTATIONS = new Set<string>([STATUS_ANNOTATION, INJECT_KEY, ...Object.values(ANNOTATIONS)]);
+const READ_LABELS = new Set([INJECT_KEY]);
+const READ_ENV = new Set([DISABLE_ENVOY_ENV, DNS_CAPTURE_ENV]);
+
+/**
+ * The pod cut down to what the decision and the capture rules read, for the node-local cache to hand
+ * over: the istio-init and istio-proxy containers (without the variables nobody reads), and the
+ * annotations and labels above. decideFromPod and settingsFromPod give the same answer for it as
+ * for the whole pod.
+ */
+export function podForDecision(pod: Pod): Pod {
+  const pick = (record: Record<string, string> | undefined, keys: ReadonlySet<string>) =>
+    record && Object.fromEntries(Object.entries(record).filter(([key]) => keys.has(key)));
+  const relevant = (c: Container) => c.name === PROXY_CONTAINER || c.name === INIT_CONTAINER;
+  const container = (c: Container): Container => ({ ...c, env: c.env?.filter((e) => READ_ENV.has(e.name)) });
+  return {
+    metadata: {
+      name: pod.metadata.name,
+      namespace: pod.metadata.namespace,
+      uid: pod.metadata.uid,
+      annotations: pick(pod.metadata.annotations, READ_ANNOTATIONS),
+      labels: pick(pod.metadata.labels, READ_LABELS),
+    },
+    spec: {
+      containers: pod.spec.containers.filter(relevant).map(container),
+      initContainers: pod.spec.initContainers?.filter(relevant).map(container),
+    },
+  };
 }

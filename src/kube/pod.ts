@@ -19,6 +19,8 @@ export const Pod = z.object({
   metadata: z.object({
     name: z.string(),
     namespace: z.string(),
+    /** Tells this pod from an older one of the same name (a StatefulSet's pod deleted and made again). */
+    uid: z.string().optional(),
     annotations: z.record(z.string(), z.string()).optional(),
     labels: z.record(z.string(), z.string()).optional(),
   }),

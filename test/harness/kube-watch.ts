@@ -111,6 +111,8 @@ export function servePodWatch(api: FakeKubeApi): PodCollection {
   const watch = (req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, query: URLSearchParams, nodeName: string | undefined) => {
     rec.status = 200;
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
+    // A real apiserver sends the headers at once; Node would hold them back until the first event.
+    res.flushHeaders();
     const from = query.get('resourceVersion');
     if (from !== null && from !== '' && from !== '0') {
       const since = Number(from);

@@ -7,7 +7,7 @@
  * the `prebuilt` target from the dist/istio-cni of this checkout (`npm run build` first).
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import * as h from '../harness/index.ts';
@@ -36,6 +36,8 @@ it('runs as the DaemonSet does: installs the binary, kubeconfig and entry on the
   const calicoPath = join(node.netDir, '10-calico.conflist');
   writeFileSync(calicoPath, CALICO);
 
+  const cacheDir = join(node.root, 'var-run-istio-cni');
+  mkdirSync(cacheDir);
   const name = `icni-${process.pid}-install`;
   const env = { ...daemonSetEnv(objects), KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' };
   await podman.ok([
@@ -44,6 +46,7 @@ it('runs as the DaemonSet does: installs the binary, kubeconfig and entry on the
     '--volume', `${node.netDir}:${mounts.get('/etc/cni/net.d')}`,
     '--volume', `${node.binDir}:${mounts.get('/opt/cni/bin')}`,
     '--volume', `${node.saDir}:/var/run/secrets/kubernetes.io/serviceaccount:ro`,
+    '--volume', `${cacheDir}:${mounts.get('/var/run/istio-cni')}`,
     ...Object.entries(env).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     IMAGE,
   ]);
@@ -53,6 +56,7 @@ it('runs as the DaemonSet does: installs the binary, kubeconfig and entry on the
   const version = await h.run([installed], { env: h.minimalEnv({ CNI_COMMAND: 'VERSION' }), input: '{"cniVersion":"1.0.0"}' });
   assert.equal(version.code, 0, `the executable from the image runs on the host: ${version.stderr}`);
   assert.match(readFileSync(join(node.netDir, KUBECONFIG_NAME), 'utf8'), /token: image-token/);
+  assert.ok(statSync(join(cacheDir, 'pod-cache.sock')).isSocket(), 'the pod cache serves its socket in the host dir');
 
   await podman.ok(['stop', '--time', '10', name]);
   const state = await podman.ok(['inspect', '--format', '{{.State.ExitCode}}', name]);
@@ -60,6 +64,7 @@ it('runs as the DaemonSet does: installs the binary, kubeconfig and entry on the
   assert.deepEqual(JSON.parse(readFileSync(calicoPath, 'utf8')), JSON.parse(CALICO));
   assert.deepEqual(readdirSync(node.netDir), ['10-calico.conflist']);
   assert.deepEqual(readdirSync(node.binDir), []);
+  assert.deepEqual(readdirSync(cacheDir), [], 'the socket is removed');
   const logs = await podman.ok(['logs', name]);
   assert.match(logs.stderr + logs.stdout, /"signal":"SIGTERM"/);
 });

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, it } from 'node:test';
 import * as h from '../harness/index.ts';
 import { daemonSetEnv, find, hostMounts, manifestObjects } from './manifest.ts';
@@ -19,6 +19,10 @@ it('the DaemonSet mounts the host dirs its environment names, on the host networ
   assert.equal(mounts.get('/etc/cni/net.d'), env.MOUNTED_CNI_NET_DIR);
   assert.equal(mounts.get('/opt/cni/bin'), env.MOUNTED_CNI_BIN_DIRS);
   assert.equal(env.CNI_NET_DIR, '/etc/cni/net.d');
+  // The pod cache's socket: the plugin on the host reads the path the container serves it at.
+  assert.equal(mounts.get('/var/run/istio-cni'), '/var/run/istio-cni');
+  assert.equal(dirname(env.POD_CACHE_SOCKET!), '/var/run/istio-cni');
+  assert.equal(env.NODE_NAME, 'test-node', 'the node name from the downward API');
 
   const pod = find(objects, 'DaemonSet').spec!.template.spec;
   assert.equal(pod.hostNetwork, true);
@@ -50,6 +54,7 @@ it('the installer accepts the DaemonSet\'s environment and inserts the ConfigMap
   assert.equal(r.code, 0, r.stderr);
   const entry = readConflist(path).plugins.at(-1);
   const expected = JSON.parse(find(objects, 'ConfigMap').data!.cni_network_config!.replace('__KUBECONFIG_FILEPATH__', '/etc/cni/net.d/ZZZ-istio-cni-kubeconfig'));
-  assert.deepEqual(entry, expected);
+  assert.deepEqual(entry, { ...expected, pod_cache_socket: '/var/run/istio-cni/pod-cache.sock' });
+  assert.deepEqual(entry?.capabilities, { 'io.kubernetes.cri.pod-annotations': true });
   assert.match(readFileSync(join(node.netDir, 'ZZZ-istio-cni-kubeconfig'), 'utf8'), /token: token-1/);
 });

@@ -15,6 +15,7 @@ after(h.cleanupAll);
 
 const OUR_ENTRY = {
   type: 'istio-cni',
+  capabilities: { 'io.kubernetes.cri.pod-annotations': true },
   log_level: 'info',
   kubernetes: { kubeconfig: `${HOST_NET_DIR}/${KUBECONFIG_NAME}`, cni_bin_dir: '/opt/cni/bin', exclude_namespaces: ['kube-system'] },
 };

@@ -19,7 +19,7 @@ export interface K8sObject {
 interface EnvVar {
   name: string;
   value?: string;
-  valueFrom?: { configMapKeyRef: { name: string; key: string } };
+  valueFrom?: { configMapKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } };
 }
 export interface PodSpec {
   serviceAccountName: string;
@@ -40,13 +40,18 @@ export function find(objects: K8sObject[], kind: string): K8sObject {
   return o;
 }
 
-/** The container's environment with ConfigMap references resolved, as kubelet would give it. */
-export function daemonSetEnv(objects: K8sObject[]): Record<string, string> {
+/** The container's environment with ConfigMap references resolved, as kubelet would give it on `nodeName`. */
+export function daemonSetEnv(objects: K8sObject[], nodeName = 'test-node'): Record<string, string> {
   const pod = find(objects, 'DaemonSet').spec!.template.spec;
   const env: Record<string, string> = {};
   for (const v of pod.containers[0]!.env) {
     const ref = v.valueFrom?.configMapKeyRef;
-    const value = ref ? objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === ref.name)?.data?.[ref.key] : v.value;
+    const field = v.valueFrom?.fieldRef?.fieldPath;
+    const value = ref
+      ? objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === ref.name)?.data?.[ref.key]
+      : field === 'spec.nodeName'
+        ? nodeName
+        : v.value;
     if (value === undefined) throw new Error(`${MANIFEST}: env ${v.name} has no value`);
     env[v.name] = value;
   }

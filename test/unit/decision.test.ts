@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decideFromAnnotations, decideFromArgs, decideFromPod } from '../../src/kube/decision.ts';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { decideFromAnnotations, decideFromArgs, decideFromPod, podForDecision } from '../../src/kube/decision.ts';
 import { Pod } from '../../src/kube/pod.ts';
+import { settingsFromPod } from '../../src/redirect/settings-from-pod.ts';
+import { CaptureDefaults } from '../../src/redirect/settings.ts';
 
 function pod(overrides: { annotations?: Record<string, string>; labels?: Record<string, string>; containers?: object[]; initContainers?: object[] } = {}): Pod {
   return Pod.parse({
@@ -75,5 +81,38 @@ describe('decision from runtime-supplied annotations', () => {
   });
   it('leaves an injected pod to the API: only its containers can tell', () => {
     assert.equal(decideFromAnnotations({ 'sidecar.istio.io/status': '{}', 'sidecar.istio.io/inject': 'false' }), undefined);
+  });
+});
+
+describe('the pod as the node-local cache hands it over', () => {
+  const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'pods');
+  const manifests = readdirSync(fixtures).map((file) => ({ file, pod: Pod.parse(parseYaml(readFileSync(join(fixtures, file), 'utf8'))) }));
+  const annotated = (base: Pod, annotations: Record<string, string>): Pod => ({ ...base, metadata: { ...base.metadata, annotations: { ...base.metadata.annotations, ...annotations } } });
+  const injected = manifests.find((m) => m.file === 'injected.yaml')!.pod;
+  const variants = [
+    ...manifests,
+    { file: 'injected + traffic annotations', pod: annotated(injected, { 'traffic.sidecar.istio.io/excludeInboundPorts': '8080', 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.0.0.0/8', 'sidecar.istio.io/interceptionMode': 'TPROXY', 'istio.io/reroute-virtual-interfaces': 'eth1', 'unrelated.example.com/x': 'y' }) },
+    { file: 'injected + inject annotation false', pod: annotated(injected, { 'sidecar.istio.io/inject': 'false' }) },
+  ];
+  const defaults = CaptureDefaults.parse(undefined);
+  const outcome = (p: Pod) => {
+    const decision = decideFromPod(p);
+    if (!decision.redirect) return { decision };
+    return { reason: decision.reason, settings: settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: ['10.0.0.5/24'], defaults }) };
+  };
+
+  for (const { file, pod } of variants) {
+    it(`${file}: the same decision and rules from the cut-down pod as from the whole one`, () => {
+      assert.deepEqual(outcome(podForDecision(pod)), outcome(pod));
+    });
+  }
+
+  it('carries only the istio containers, the variables read, and the annotations and labels read', () => {
+    const cut = podForDecision(annotated(injected, { 'unrelated.example.com/x': 'y' }));
+    assert.deepEqual(cut.spec.containers.map((c) => c.name), ['istio-proxy']);
+    assert.ok(cut.spec.containers[0]!.env!.every((e) => ['DISABLE_ENVOY', 'ISTIO_META_DNS_CAPTURE'].includes(e.name)));
+    assert.equal(cut.metadata.annotations!['unrelated.example.com/x'], undefined);
+    assert.ok(cut.metadata.annotations!['sidecar.istio.io/status'] !== undefined);
+    assert.equal(cut.metadata.uid, injected.metadata.uid);
   });
 });
