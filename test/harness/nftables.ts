@@ -4,7 +4,7 @@
 // ISTIO_CNI_TEST_BACKEND=nftables (or nft, legacy) switches the tests that read captureBackend()
 // (libcni chain, containerd, the installed chain) to that backend; unset, they use iptables-nft.
 import { readFileSync } from 'node:fs';
-import { execInNetnsOk, iptablesS, type IptablesBackend, type NetnsRef } from './netns.ts';
+import { execInNetns, execInNetnsOk, iptablesS, type IptablesBackend, type NetnsRef } from './netns.ts';
 
 export const NFT = '/usr/sbin/nft';
 export type CaptureBackend = IptablesBackend | 'nftables';
@@ -31,14 +31,21 @@ export async function nftRuleset(ns: NetnsRef): Promise<string[]> {
     .filter((l) => l !== '');
 }
 
-/** One table of the netns as `nft list table` prints it (the same normalisation); [] when it does not exist. */
+/**
+ * One table of the netns as `nft list table` prints it (the same normalisation); [] when it does not
+ * exist. Only that table is read: listing a whole ruleset that holds a huge table of someone else's
+ * takes seconds.
+ */
 export async function nftTable(ns: NetnsRef, table: string, family = 'inet'): Promise<string[]> {
-  const lines = await nftRuleset(ns);
-  const start = lines.indexOf(`table ${family} ${table} {`);
-  if (start < 0) return [];
-  // Tables close with a `}` of their own at the top level: the first line after start that opens a new table ends it.
-  const end = lines.findIndex((l, i) => i > start && l.startsWith('table '));
-  return lines.slice(start, end < 0 ? undefined : end);
+  const r = await execInNetns(ns, [NFT, 'list', 'table', family, table]);
+  if (r.code !== 0 && /No such file or directory/.test(r.stderr)) return [];
+  if (r.code !== 0) throw new Error(`nft list table ${family} ${table} failed (code ${r.code}): ${r.stderr}`);
+  return r.stdout.split('\n').map((l) => withoutCounts(l.trim())).filter((l) => l !== '');
+}
+
+/** Our tables as nft lists them, one after the other; [] when the netns holds none. */
+export async function ourNftTables(ns: NetnsRef): Promise<string[]> {
+  return (await Promise.all(NFT_TABLES.map((t) => nftTable(ns, t)))).flat();
 }
 
 /** `family name` of every table in the netns. */
@@ -71,7 +78,7 @@ export function seedRules(backend: CaptureBackend): string[] {
 
 /** Anything of ours in the netns: iptables lines naming ISTIO_ in every table, or our nft tables. */
 export async function ownedRules(ns: NetnsRef, backend: CaptureBackend): Promise<string[]> {
-  if (backend === 'nftables') return (await nftTables(ns)).filter((t) => NFT_TABLES.some((name) => t === `inet ${name}`));
+  if (backend === 'nftables') return (await ourNftTables(ns)).filter((l) => l.startsWith('table '));
   const lines: string[] = [];
   for (const table of ['nat', 'mangle', 'raw']) lines.push(...(await iptablesS(ns, backend, table)).filter((l) => l.includes('ISTIO_')));
   return lines;

@@ -67,17 +67,8 @@ export const NOTHING: NetnsState = { nft: [], legacy: [], nftables: [] };
 /** Our lines in the nat table of each iptables backend (chains and rules naming ISTIO_), and our nftables tables as listed. */
 export async function ourState(ns: h.NetnsRef): Promise<NetnsState> {
   const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
-  const [nft, legacy, ruleset] = await Promise.all([h.iptablesS(ns, 'nft'), h.iptablesS(ns, 'legacy'), h.nftRuleset(ns)]);
-  return { nft: ours(nft), legacy: ours(legacy), nftables: ourTables(ruleset) };
-}
-
-/** The lines of `table inet istio-proxy-*` blocks in a ruleset listing. */
-function ourTables(ruleset: string[]): string[] {
-  let inOurs = false;
-  return ruleset.filter((line) => {
-    if (line.startsWith('table ')) inOurs = h.NFT_TABLES.some((t) => line === `table inet ${t} {`);
-    return inOurs;
-  });
+  const [nft, legacy, nftables] = await Promise.all([h.iptablesS(ns, 'nft'), h.iptablesS(ns, 'legacy'), h.ourNftTables(ns)]);
+  return { nft: ours(nft), legacy: ours(legacy), nftables };
 }
 
 /**
