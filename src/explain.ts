@@ -2,22 +2,24 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CniError } from './cni/errors.ts';
-import { parseFlags, readFlags, UsageError, withUsage } from './flags.ts';
+import { parseFlags, readCommandLine, UsageError, withUsage } from './flags.ts';
 import { decideFromPod } from './kube/decision.ts';
 import { Pod } from './kube/pod.ts';
 import { renderNftScript, toNftables } from './redirect/nftables.ts';
 import { renderCreate } from './redirect/restore.ts';
-import { buildRuleSet } from './redirect/ruleset.ts';
+import { captureSettingsFor, ProfileChoice } from './redirect/profile.ts';
+import { buildRuleSet, usesTproxyRouting } from './redirect/ruleset.ts';
 import { CaptureDefaults } from './redirect/settings.ts';
-import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
-const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--backend iptables|nftables]';
+const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--backend iptables|nftables] [--profile seed|istio-current|auto]';
 
 const ExplainFlags = z.object({
   /** Show the IPv6 rules even when the manifest has no IPv6 pod IP. */
   ipv6: z.literal(true).optional(),
   /** The restore text of iptables, or the script of native nftables. */
   backend: z.enum(['iptables', 'nftables']).default('iptables'),
+  /** Which rules: the seed's, current Istio's, or chosen by the pod's proxy version. */
+  profile: ProfileChoice.default('seed'),
 });
 
 /** The pod's addresses as `kubectl get pod -o yaml` shows them, once it has run. */
@@ -28,17 +30,19 @@ function statusIps(document: unknown): string[] {
 
 /**
  * `istio-cni explain`: the iptables-restore input (or, with `--backend nftables`, the `nft -f` script)
- * ADD would apply for a pod manifest, with the plugin's default settings. No root, no netns, no API
- * server. IPv6 rules are shown when the manifest's status has an IPv6 pod IP or with --ipv6.
+ * ADD would apply for a pod manifest, with the plugin's default settings, in the seed profile or the
+ * one --profile names. No root, no netns, no API server. IPv6 rules are shown when the manifest's
+ * status has an IPv6 pod IP or with --ipv6.
  */
 export function explain(args: string[]): Promise<number> {
-  return withUsage('explain', () => explainManifest(args));
+  return withUsage('explain', () => explainManifest(args), USAGE);
 }
 
 async function explainManifest(args: string[]): Promise<number> {
-  const [file, ...rest] = args;
-  if (file === undefined || file.startsWith('--')) throw new UsageError(USAGE);
-  const flags = parseFlags(ExplainFlags, readFlags(rest, { ipv6: 'switch', backend: 'value' }));
+  const { flags: given, operands } = readCommandLine(args, { ipv6: 'switch', backend: 'value', profile: 'value' });
+  if (operands.length !== 1) throw new UsageError(operands.length === 0 ? 'which pod manifest?' : `one pod manifest, not ${operands.length}`);
+  const [file] = operands as [string];
+  const flags = parseFlags(ExplainFlags, given);
   try {
     const document: unknown = parseYaml(readFileSync(file, 'utf8'));
     const pod = Pod.safeParse(document);
@@ -48,7 +52,8 @@ async function explainManifest(args: string[]): Promise<number> {
       process.stdout.write(`# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: no rules (${decision.reason})\n`);
       return 0;
     }
-    const fromPod = settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) });
+    const input = { annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) };
+    const fromPod = captureSettingsFor(input, flags.profile);
     const settings = { ...fromPod, ipv6: fromPod.ipv6 || flags.ipv6 === true };
     let out = `# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: ${decision.reason}\n`;
     const [v4, v6] = [buildRuleSet(settings, 4), buildRuleSet(settings, 6)];
@@ -59,7 +64,7 @@ async function explainManifest(args: string[]): Promise<number> {
         if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
       }
     }
-    if (settings.interceptionMode === 'TPROXY') {
+    if (usesTproxyRouting(settings)) {
       out += `# and, per family: ip rule add fwmark ${settings.tproxyMark} lookup ${settings.tproxyRouteTable}; ip route replace local default dev lo table ${settings.tproxyRouteTable}\n`;
     }
     process.stdout.write(out);

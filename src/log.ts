@@ -28,7 +28,7 @@ export function createLogger(config: Pick<PluginConfig, 'logFile' | 'logLevel'>)
     mkdirSync(dirname(config.logFile), { recursive: true, mode: 0o755 });
     fd = openSync(config.logFile, 'a', 0o600);
   } catch (err) {
-    process.stderr.write(`istio-cni: cannot open log file ${config.logFile}: ${(err as Error).message}; logging disabled\n`);
+    writeSync(2, `istio-cni: cannot open log file ${config.logFile}: ${(err as Error).message}; logging disabled\n`);
     return SILENT;
   }
   process.once('exit', () => closeSync(fd));

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 import type { CniArgs } from './cni/args.ts';
 import { parseConfig, versionOf, type PluginConfig } from './cni/config.ts';
 import { readCommand, readInvocation, type Command, type Invocation } from './cni/env.ts';
@@ -13,8 +13,8 @@ import { createLogger, type Logger } from './log.ts';
 import { applyCapture, captureDifferences, removeCapture, resolveCaptureBackend } from './netns/capture.ts';
 import { stopExecuting } from './netns/exec.ts';
 import { checkNetnsPath } from './netns/netns.ts';
+import { captureSettingsFor } from './redirect/profile.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
-import { settingsFromPod } from './redirect/settings-from-pod.ts';
 
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
@@ -99,12 +99,10 @@ function requireNetns(netns: string): void {
 }
 
 function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {
-  return settingsFromPod({
-    annotations: decision.annotations,
-    proxy: decision.proxy,
-    podIps: addressesOf(config.prevResult),
-    defaults: config.capture,
-  });
+  return captureSettingsFor(
+    { annotations: decision.annotations, proxy: decision.proxy, podIps: addressesOf(config.prevResult), defaults: config.capture },
+    config.rulesProfile,
+  );
 }
 
 function noteDecision(summary: Summary, decision: Decided): void {
@@ -129,6 +127,15 @@ function readStdin(): string {
   }
 }
 
+/**
+ * All of `text` to stdout with write(2). Not process.stdout: its stream machinery is the costliest
+ * thing a start of the executable would load (~7-14 ms of CPU under Bun, build/README.md).
+ */
+function writeOut(text: string): void {
+  const bytes = Buffer.from(text);
+  for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done);
+}
+
 /** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = monotonicMs();
@@ -140,7 +147,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const print = (value: object) => {
     if (answered) return;
     answered = true;
-    process.stdout.write(`${JSON.stringify(value)}\n`);
+    writeOut(`${JSON.stringify(value)}\n`);
   };
   const fail = (err: unknown) => {
     const specError = toSpecError(err, versionOf(stdin));

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ProfileChoice } from '../redirect/profile.ts';
 import { CaptureDefaults } from '../redirect/settings.ts';
 import { CniError, ErrorCode } from './errors.ts';
 import { CniVersion, LATEST_VERSION } from './versions.ts';
@@ -18,17 +19,33 @@ const LogLevel = z
   .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'none', 'silent'])
   .transform((level) => (level === 'none' ? 'silent' : level));
 
-/** The previous result is printed back with JSON.stringify, which recurses: one nested too deeply to
- * print must be refused here, before the netns is touched, not after the rules are in. */
+/** The previous result is printed back: one nested deeper than the runtime can read it (Go's
+ * encoding/json stops at 10,000 levels) or than JSON.stringify can print must be refused here, before
+ * the netns is touched, not after the rules are in. */
 const PrevResult = z.record(z.string(), z.unknown()).refine(printable, 'nested too deeply to pass on');
+const MAX_RESULT_DEPTH = 10_000;
 
 function printable(value: unknown): boolean {
+  if (nestingDepth(value) > MAX_RESULT_DEPTH) return false;
   try {
     JSON.stringify(value);
     return true;
   } catch {
     return false;
   }
+}
+
+/** How deep objects and arrays nest in a parsed JSON value, counted without recursing. */
+function nestingDepth(value: unknown): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 1]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, depth] = next;
+    if (typeof item !== 'object' || item === null) continue;
+    deepest = Math.max(deepest, depth);
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 const AbsolutePath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
@@ -61,6 +78,7 @@ export const PluginConfig = z
     /** Istio's name for native nftables: `true` is `iptables_backend: "nftables"`. */
     native_nftables: z.boolean().optional(),
     capture: CaptureDefaults,
+    rules_profile: ProfileChoice.default('seed'),
     pod_namespace: z.string().optional(),
     pod_lookup_timeout_ms: Milliseconds.default(3_000),
     pod_lookup_budget_ms: Milliseconds.default(10_000),
@@ -92,6 +110,7 @@ export const PluginConfig = z
     ),
     iptablesBackend: raw.native_nftables ? 'nftables' : raw.iptables_backend,
     capture: raw.capture,
+    rulesProfile: raw.rules_profile,
     podNamespace: raw.pod_namespace ?? DEFAULT_POD_NAMESPACE,
     podLookup: {
       attemptTimeoutMs: raw.pod_lookup_timeout_ms,

@@ -51,6 +51,15 @@ const InstallEnv = z.object({
   NODE_NAME: z.string().max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a Kubernetes node name').optional(),
   /** The pod cache's socket, the same path on the host and in this container (the DaemonSet mounts its directory there); empty: no cache. */
   POD_CACHE_SOCKET: z.union([AbsolutePath, z.literal('')]).default('/var/run/istio-cni/pod-cache.sock'),
+  /**
+   * Take the cni.istio.io/not-ready taint off NODE_NAME once the executable, the kubeconfig and our
+   * entry are in place, and put it back when stopped (SIGTERM/SIGINT). Needs NODE_NAME and the API.
+   */
+  NODE_READINESS_TAINT: Flag.default(false),
+  /** Where the probes' (and any other route's) HTTP server listens: an IP address, or empty for every address. */
+  HTTP_ADDRESS: z.union([z.ipv4(), z.ipv6(), z.literal('')]).default(''),
+  /** Its port; 0: any free port (the log says which). */
+  HTTP_PORT: z.string().regex(/^\d{1,5}$/, 'must be a port number').default('8000').transform(Number).pipe(z.number().max(65535)),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -67,6 +76,10 @@ export interface InstallSettings {
   binarySource: string | undefined;
   /** The node-local pod cache: on when the node's name, the API server and a socket path are known. */
   podCache: { socketPath: string; nodeName: string } | undefined;
+  /** The node whose readiness taint the installer takes off once installed and puts back when stopped; undefined: off. */
+  readinessTaint: { nodeName: string } | undefined;
+  /** The HTTP server of the probes: address (undefined: every address) and port. */
+  http: { address: string | undefined; port: number };
   logLevel: z.output<typeof InstallEnv>['LOG_LEVEL'];
 }
 
@@ -85,6 +98,9 @@ export function parseInstallSettings(env: NodeJS.ProcessEnv): InstallSettings {
     e.NODE_NAME !== undefined && e.KUBERNETES_SERVICE_HOST !== undefined && e.POD_CACHE_SOCKET !== ''
       ? { socketPath: e.POD_CACHE_SOCKET, nodeName: e.NODE_NAME }
       : undefined;
+  if (e.NODE_READINESS_TAINT && (e.NODE_NAME === undefined || e.KUBERNETES_SERVICE_HOST === undefined)) {
+    throw new SettingsError('invalid environment: NODE_READINESS_TAINT: needs NODE_NAME and KUBERNETES_SERVICE_HOST (the node to untaint, the API to do it with)');
+  }
   const entry = parseEntry(e.CNI_NETWORK_CONFIG, kubeconfigHostPath);
   return {
     hostNetDir: e.CNI_NET_DIR,
@@ -101,6 +117,8 @@ export function parseInstallSettings(env: NodeJS.ProcessEnv): InstallSettings {
     serviceAccountDir: e.SERVICE_ACCOUNT_PATH,
     binarySource: e.CNI_BINARY_SOURCE,
     podCache,
+    readinessTaint: e.NODE_READINESS_TAINT && e.NODE_NAME !== undefined ? { nodeName: e.NODE_NAME } : undefined,
+    http: { address: e.HTTP_ADDRESS === '' ? undefined : e.HTTP_ADDRESS, port: e.HTTP_PORT },
     logLevel: e.LOG_LEVEL,
   };
 }

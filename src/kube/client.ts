@@ -1,10 +1,10 @@
 import { monotonicMs } from '../clock.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
-import { get, RequestTimeout } from './http1.ts';
+import { get, RequestTimeout, TlsMaterialError } from './http1.ts';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
+import { USER_AGENT } from '../version.ts';
 import { Pod } from './pod.ts';
 import { backoffMs, judge, retryAfterMs, type Attempt, type LookupPolicy } from './retry.ts';
-import { trustedCas } from './trust.ts';
 
 export type { LookupPolicy };
 
@@ -81,29 +81,20 @@ function parsePod(body: string, lookupFailed: (why: string) => CniError): Pod {
 async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number): Promise<Attempt> {
   const token = bearerToken(conn);
   const target = endpoint(conn, path);
-  // SNI carries names only, as node:https sends it.
+  // SNI carries names only, as node:https sends it; an address is checked against the certificate's IP SANs.
   const isAddress = target.host.includes(':') || /^[\d.]+$/.test(target.host);
-  const secureContext = target.secure ? await credentials(conn) : undefined;
   try {
     const response = await get({
       ...target,
-      headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-      tls: { secureContext, rejectUnauthorized: !conn.insecure, servername: conn.serverName ?? (isAddress ? undefined : target.host) },
+      headers: { Accept: 'application/json', 'User-Agent': USER_AGENT, ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      tls: { ca: conn.ca, cert: conn.cert, key: conn.key, rejectUnauthorized: !conn.insecure, serverName: conn.serverName ?? (isAddress ? undefined : target.host) },
       timeoutMs,
     });
     return { kind: 'answer', ...response };
   } catch (err) {
+    // The kubeconfig's CA, certificate or key does not parse: its error, not an outage to retry.
+    if (err instanceof TlsMaterialError) throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${err.message}`);
     if (err instanceof RequestTimeout) return { kind: 'timeout', afterMs: Math.round(timeoutMs) };
     return { kind: 'failure', error: err as NodeJS.ErrnoException };
-  }
-}
-
-/** The kubeconfig's CA, certificate and key as one TLS context; material OpenSSL cannot use is a kubeconfig error, not an outage. */
-async function credentials(conn: KubeConnection) {
-  const tls = await import('node:tls');
-  try {
-    return tls.createSecureContext({ ca: trustedCas(tls, conn.ca), cert: conn.cert, key: conn.key });
-  } catch (err) {
-    throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${(err as Error).message}`);
   }
 }

@@ -1,5 +1,6 @@
 import type { CniArgs } from '../cni/args.ts';
 import { ANNOTATIONS, DNS_CAPTURE_ENV } from '../redirect/settings-from-pod.ts';
+import { ISTIO_CURRENT_ENV } from '../redirect/settings-istio-current.ts';
 import type { Container, Pod } from './pod.ts';
 
 export const PROXY_CONTAINER = 'istio-proxy';
@@ -72,16 +73,16 @@ export function decideFromPod(pod: Pod): Decision {
   return { redirect: true, reason: 'pod has an injected istio-proxy sidecar', proxy, annotations: pod.metadata.annotations ?? {} };
 }
 
-/** Every annotation, label and istio-proxy variable that decideFromPod and settingsFromPod read. */
+/** Every annotation, label and istio-proxy variable that decideFromPod and either profile's settings read. */
 const READ_ANNOTATIONS = new Set<string>([STATUS_ANNOTATION, INJECT_KEY, ...Object.values(ANNOTATIONS)]);
 const READ_LABELS = new Set([INJECT_KEY]);
-const READ_ENV = new Set([DISABLE_ENVOY_ENV, DNS_CAPTURE_ENV]);
+const READ_ENV = new Set([DISABLE_ENVOY_ENV, DNS_CAPTURE_ENV, ...ISTIO_CURRENT_ENV]);
 
 /**
  * The pod cut down to what the decision and the capture rules read, for the node-local cache to hand
  * over: the istio-init and istio-proxy containers (without the variables nobody reads), and the
- * annotations and labels above. decideFromPod and settingsFromPod give the same answer for it as
- * for the whole pod.
+ * annotations and labels above. decideFromPod and the settings of every profile give the same answer
+ * for it as for the whole pod.
  */
 export function podForDecision(pod: Pod): Pod {
   const pick = (record: Record<string, string> | undefined, keys: ReadonlySet<string>) =>

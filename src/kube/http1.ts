@@ -1,4 +1,4 @@
-import type { ConnectionOptions } from 'node:tls';
+import { bun, type BunSocket, type BunTlsOptions } from '../bun.ts';
 
 export interface HttpResponse {
   status: number;
@@ -9,6 +9,9 @@ export interface HttpResponse {
 /** The whole request (connect, TLS, answer) did not finish in time. */
 export class RequestTimeout extends Error {}
 
+/** TLS material the runtime cannot use (a CA, certificate or key that does not parse): no connection was made. */
+export class TlsMaterialError extends Error {}
+
 export interface GetRequest {
   secure: boolean;
   host: string;
@@ -16,36 +19,79 @@ export interface GetRequest {
   path: string;
   headers: Record<string, string>;
   /** CA, client certificate, verification and SNI for a secure request. */
-  tls: ConnectionOptions;
+  tls: BunTlsOptions;
   /** The whole request (connect, TLS handshake, headers, body) must finish within this. */
   timeoutMs: number;
 }
 
 /**
  * One GET over its own connection, HTTP/1.1 with `Connection: close`. The pod lookup needs nothing
- * more, and node:https would load Node's whole HTTP client and server on every ADD (about 10 ms of
- * the plugin's start).
+ * more: a socket of Bun's own (src/bun.ts), not node:https nor node:tls, whose HTTP client and
+ * stream layers cost an ADD more than the request (build/README.md).
  */
-export async function get(request: GetRequest): Promise<HttpResponse> {
-  const socket = request.secure
-    ? (await import('node:tls')).connect({ ...request.tls, host: request.host, port: request.port })
-    : (await import('node:net')).connect({ host: request.host, port: request.port });
+export function get(request: GetRequest): Promise<HttpResponse> {
   const host = request.host.includes(':') ? `[${request.host}]` : request.host;
   const head = [`GET ${request.path} HTTP/1.1`, `Host: ${host}:${request.port}`, 'Connection: close', ...Object.entries(request.headers).map(([k, v]) => `${k}: ${v}`)];
+  let unsent = new TextEncoder().encode(`${head.join('\r\n')}\r\n\r\n`);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(new RequestTimeout(`no answer within ${request.timeoutMs} ms`)), request.timeoutMs);
-    socket.once('close', () => clearTimeout(timer));
-    socket.once(request.secure ? 'secureConnect' : 'connect', () => socket.write(`${head.join('\r\n')}\r\n\r\n`));
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.once('error', reject);
-    socket.once('end', () => {
-      try {
-        resolve(parseResponse(Buffer.concat(chunks)));
-      } catch (err) {
-        reject(err);
-      }
-    });
+    let socket: BunSocket | undefined;
+    let settled = false;
+    const settle = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket?.terminate();
+      outcome();
+    };
+    let opened = false;
+    // BoringSSL's errors before the connection opens, and PEM errors at any time (a client key is
+    // read during the handshake; a server sends DER, never PEM), are about the CA, certificate or key.
+    const isMaterial = (code = '') => /^ERR_(BORINGSSL$|OSSL_PEM_)/.test(code) || (!opened && code.startsWith('ERR_OSSL_'));
+    const fail = (err: NodeJS.ErrnoException) => settle(() => reject(isMaterial(err.code) ? new TlsMaterialError(err.message) : err));
+    const answered = () =>
+      settle(() => {
+        try {
+          resolve(parseResponse(Buffer.concat(chunks)));
+        } catch (err) {
+          reject(err);
+        }
+      });
+    const timer = setTimeout(() => fail(new RequestTimeout(`no answer within ${request.timeoutMs} ms`)), request.timeoutMs);
+    const send = (s: BunSocket) => {
+      unsent = unsent.subarray(Math.max(0, s.write(unsent)));
+    };
+    let connecting: Promise<BunSocket>;
+    try {
+      connecting = bun().connect({
+        hostname: request.host,
+        port: request.port,
+        ...(request.secure ? { tls: request.tls } : {}),
+        socket: {
+          open: (s) => {
+            opened = true;
+            if (!request.secure) send(s);
+          },
+          // Verification failed: the error carries Node's codes (DEPTH_ZERO_SELF_SIGNED_CERT, ...).
+          handshake: (s, authorized, error) => (authorized ? send(s) : fail(error ?? new Error('TLS handshake failed'))),
+          drain: (s) => send(s),
+          data: (_s, chunk) => void chunks.push(Buffer.from(chunk)),
+          // `Connection: close`: the server's end of the stream is the end of the answer.
+          end: answered,
+          close: answered,
+          error: (_s, err) => fail(err),
+          connectError: (_s, err) => fail(err),
+        },
+      });
+    } catch (err) {
+      // Bun may refuse the TLS material at once, without a promise.
+      fail(err as NodeJS.ErrnoException);
+      return;
+    }
+    connecting.then((s) => {
+      socket = s;
+      if (settled) s.terminate();
+    }, fail);
   });
 }
 

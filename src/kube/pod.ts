@@ -4,6 +4,8 @@ const EnvVar = z.object({ name: z.string(), value: z.string().optional() });
 
 export const Container = z.object({
   name: z.string(),
+  /** The proxy's image tag tells its Istio version (`rules_profile: auto`). */
+  image: z.string().optional(),
   env: z.array(EnvVar).optional(),
   /** "Always" on an init container makes it a native sidecar. */
   restartPolicy: z.string().optional(),

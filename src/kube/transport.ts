@@ -1,8 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
+import { USER_AGENT } from '../version.ts';
 import { statusMessage } from './retry.ts';
-import { trustedCas } from './trust.ts';
 
 export interface ApiRequest {
   method: 'GET' | 'PATCH' | 'DELETE';
@@ -44,12 +44,12 @@ export async function openApiRequest(conn: KubeConnection, request: ApiRequest):
     path: target.path,
     headers: {
       Accept: 'application/json',
-      'User-Agent': 'istio-cni',
+      'User-Agent': USER_AGENT,
       ...(token ? { Authorization: `Bearer ${token}` } : {}),
       // Node frames a DELETE body only when told its length.
       ...(body === undefined ? {} : { 'Content-Type': body.type, 'Content-Length': Buffer.byteLength(body.text) }),
     },
-    ca: secure ? trustedCas(await import('node:tls'), conn.ca) : conn.ca,
+    ca: conn.ca,
     cert: conn.cert,
     key: conn.key,
     rejectUnauthorized: !conn.insecure,

@@ -2,7 +2,7 @@ import { CniError, ErrorCode } from '../cni/errors.ts';
 import type { Family } from '../redirect/cidr.ts';
 import { toNftables } from '../redirect/nftables.ts';
 import { differences } from '../redirect/restore.ts';
-import { buildRuleSet, type RuleSet } from '../redirect/ruleset.ts';
+import { buildRuleSet, usesTproxyRouting, type RuleSet } from '../redirect/ruleset.ts';
 import type { RedirectSettings } from '../redirect/settings.ts';
 import { executeInNetns } from './exec.ts';
 import { applyRuleSet, readState, removeRuleSet, resolveBackend, type Backend } from './iptables.ts';
@@ -63,7 +63,7 @@ async function prepareFamily(netns: string, family: Family, settings: RedirectSe
       throw new CniError(ErrorCode.IptablesFailed, `cannot add ${IPV6_PASSTHROUGH_ADDRESS} to lo`, `${netns}: ${added.stderr.trim()}`);
     }
   }
-  if (settings.interceptionMode === 'TPROXY') await addTproxyRouting(netns, family, settings);
+  if (usesTproxyRouting(settings)) await addTproxyRouting(netns, family, settings);
 }
 
 /** The rule set of each family; an empty one (an IPv4-only pod's IPv6, mode NONE) is not programmed. */
@@ -92,7 +92,7 @@ export async function applyCapture(netns: string, backend: CaptureBackend, setti
     if (backend === 'nftables' && needed.length > 0) await discardNftables(netns).catch(() => undefined);
     for (const family of prepared) {
       if (backend !== 'nftables') await removeRuleSet(netns, backend, family).catch(() => undefined);
-      if (settings.interceptionMode === 'TPROXY') await removeTproxyRouting(netns, family, settings).catch(() => undefined);
+      if (usesTproxyRouting(settings)) await removeTproxyRouting(netns, family, settings).catch(() => undefined);
     }
     throw err;
   }
@@ -122,7 +122,7 @@ export async function captureDifferences(netns: string, backend: CaptureBackend,
   for (const family of FAMILIES) {
     const label = family === 6 ? 'ipv6 ' : '';
     if (backend !== 'nftables') found.push(...differences(sets[family], await readState(netns, backend, family)).map((line) => label + line));
-    if (settings?.interceptionMode === 'TPROXY' && sets[family].length > 0 && !(await hasTproxyRule(netns, family, settings))) {
+    if (settings && usesTproxyRouting(settings) && sets[family].length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }
   }

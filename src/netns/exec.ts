@@ -1,3 +1,4 @@
+import { bun } from '../bun.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
 
 export interface ExecResult {
@@ -23,32 +24,19 @@ export function stopExecuting(): Promise<void> {
 
 /** Runs one program: an absolute path and an argv array, never a shell. */
 export async function execute(argv: readonly string[], input: string, timeoutMs: number): Promise<ExecResult> {
-  const [file, ...args] = argv;
+  const [file] = argv;
   if (file === undefined || !file.startsWith('/')) throw new Error(`refusing to run ${JSON.stringify(file)}: not an absolute path`);
-  const { spawn } = await import('node:child_process');
   if (stopping) throw new CniError(ErrorCode.TryAgainLater, 'interrupted by SIGTERM', `${file} not started`);
   running += 1;
-  return new Promise<ExecResult>((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, env: {} });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.on('error', reject);
-    child.on('close', (code, signal) =>
-      resolve({
-        code,
-        stdout: Buffer.concat(stdout).toString('utf8'),
-        stderr: Buffer.concat(stderr).toString('utf8') + (signal ? `killed by ${signal} after ${timeoutMs} ms` : ''),
-      }),
-    );
-    // A child that exits before reading its input must not crash us with EPIPE.
-    child.stdin.on('error', () => {});
-    child.stdin.end(input);
-  }).finally(() => {
+  try {
+    // Bun.spawn, not node:child_process: the same spawn for ~18 M instructions less per run (src/bun.ts).
+    const child = bun().spawn([...argv], { stdin: new TextEncoder().encode(input), stdout: 'pipe', stderr: 'pipe', env: {}, timeout: timeoutMs });
+    const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+    return { code: child.signalCode === null ? code : null, stdout, stderr: stderr + (child.signalCode ? `killed by ${child.signalCode} after ${timeoutMs} ms` : '') };
+  } finally {
     running -= 1;
     if (running === 0) for (const resolve of whenIdle.splice(0)) resolve();
-  });
+  }
 }
 
 const NSENTER = '/usr/bin/nsenter';

@@ -1,3 +1,4 @@
+import { bun, type BunSocket } from '../bun.ts';
 import type { Pod } from '../kube/pod.ts';
 import { encode, MAX_LINE_BYTES, PodAnswer, PROTOCOL_VERSION } from './protocol.ts';
 
@@ -19,26 +20,42 @@ function serverWaitMs(timeoutMs: number): number {
  * or a pod with another UID are all a miss with the reason, and the caller falls back to the API.
  */
 export async function askPodCache(socketPath: string, pod: { namespace: string; name: string; uid: string }, timeoutMs: number): Promise<CacheLookup> {
-  const { connect } = await import('node:net');
   const query = encode({ v: PROTOCOL_VERSION, kind: 'pod', ...pod, waitMs: serverWaitMs(timeoutMs) });
   return new Promise((resolve) => {
-    const socket = connect({ path: socketPath });
+    const decoder = new TextDecoder();
     let received = '';
+    let socket: BunSocket | undefined;
+    let finished = false;
     const finish = (lookup: CacheLookup) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
-      socket.destroy();
+      socket?.terminate();
       resolve(lookup);
     };
+    const failed = (err: NodeJS.ErrnoException) => finish({ miss: `socket ${socketPath}: ${err.code ?? err.message}` });
     const timer = setTimeout(() => finish({ miss: `no answer within ${timeoutMs} ms` }), timeoutMs);
-    socket.once('connect', () => socket.write(query));
-    socket.once('error', (err: NodeJS.ErrnoException) => finish({ miss: `socket ${socketPath}: ${err.code ?? err.message}` }));
-    socket.once('close', () => finish({ miss: 'connection closed without an answer' }));
-    socket.on('data', (chunk: Buffer) => {
-      received += chunk.toString('utf8');
-      const end = received.indexOf('\n');
-      if (end >= 0) finish(readAnswer(received.slice(0, end), pod.uid));
-      else if (received.length > MAX_LINE_BYTES) finish({ miss: 'answer too long' });
-    });
+    // Bun.connect, not node:net: no stream machinery to load for one line each way (src/bun.ts).
+    bun()
+      .connect({
+        unix: socketPath,
+        socket: {
+          open: (s) => void s.write(query),
+          data: (_s, chunk) => {
+            received += decoder.decode(chunk, { stream: true });
+            const end = received.indexOf('\n');
+            if (end >= 0) finish(readAnswer(received.slice(0, end), pod.uid));
+            else if (received.length > MAX_LINE_BYTES) finish({ miss: 'answer too long' });
+          },
+          close: () => finish({ miss: 'connection closed without an answer' }),
+          error: (_s, err) => failed(err),
+          connectError: (_s, err) => failed(err),
+        },
+      })
+      .then((s) => {
+        socket = s;
+        if (finished) s.terminate();
+      }, failed);
   });
 }
 

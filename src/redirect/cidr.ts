@@ -10,6 +10,8 @@ export interface Cidr {
   /** Canonical text, e.g. `10.0.0.0/8`, `2001:db8::/64`. */
   text: string;
   prefixLength: number;
+  /** The address as written (before masking) is a loopback address: 127/8, ::1, or 127/8 mapped into IPv6. */
+  loopback: boolean;
 }
 
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
@@ -91,11 +93,13 @@ export function parseCidr(text: string): Cidr | undefined {
   const v4 = address.includes(':') ? undefined : parseIpv4(address);
   if (v4) {
     if (prefixLength > 32) return undefined;
-    return { family: 4, prefixLength, text: `${maskWords(v4, 8, prefixLength).join('.')}/${prefixLength}` };
+    return { family: 4, prefixLength, text: `${maskWords(v4, 8, prefixLength).join('.')}/${prefixLength}`, loopback: v4[0] === 127 };
   }
   const v6 = address.includes(':') ? parseIpv6(address) : undefined;
   if (!v6 || prefixLength > 128) return undefined;
-  return { family: 6, prefixLength, text: `${formatIpv6(maskWords(v6, 16, prefixLength))}/${prefixLength}` };
+  const zeroHead = (n: number) => v6.slice(0, n).every((w) => w === 0);
+  const loopback = (zeroHead(7) && v6[7] === 1) || (zeroHead(5) && v6[5] === 0xffff && v6[6]! >> 8 === 127);
+  return { family: 6, prefixLength, text: `${formatIpv6(maskWords(v6, 16, prefixLength))}/${prefixLength}`, loopback };
 }
 
 /** The family of a prevResult address such as `10.200.0.5/24` or `fd00::5/64`. */

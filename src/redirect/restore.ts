@@ -1,4 +1,5 @@
 import { CHAIN_PREFIX, type Rule, type RuleSet } from './ruleset.ts';
+import { ownsBuiltinRule } from './ruleset-istio-current.ts';
 
 /**
  * Rendering rule sets as iptables-restore input, and reading `iptables-save` output back. Pure text in,
@@ -42,7 +43,8 @@ export function parseSave(text: string): SavedState {
 const isOwnedChain = (chain: string) => chain.startsWith(CHAIN_PREFIX);
 const JUMP_TO_OWNED = new RegExp(` -[jg] ${CHAIN_PREFIX}[A-Za-z0-9_]+( |$)`);
 
-/** What of ours a table holds: our chains, the jumps into them from other chains, and our chains' rules. */
+/** What of ours a table holds: our chains, the jumps into them from other chains (and the istio-current
+ * profile's rules in built-in chains), and our chains' rules. */
 export interface OwnedTable {
   chains: string[];
   jumps: string[];
@@ -54,7 +56,7 @@ export function ownedState(saved: SavedState): Map<string, OwnedTable> {
   for (const [table, { chains, rules }] of saved) {
     const ours: OwnedTable = {
       chains: chains.filter(isOwnedChain),
-      jumps: rules.filter((r) => !isOwnedChain(r.chain) && JUMP_TO_OWNED.test(r.line)).map((r) => r.line),
+      jumps: rules.filter((r) => !isOwnedChain(r.chain) && (JUMP_TO_OWNED.test(r.line) || ownsBuiltinRule(table, r.line))).map((r) => r.line),
       rules: rules.filter((r) => isOwnedChain(r.chain)).map((r) => r.line),
     };
     if (ours.chains.length > 0 || ours.jumps.length > 0) owned.set(table, ours);

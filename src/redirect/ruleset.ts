@@ -1,4 +1,6 @@
 import type { Family } from './cidr.ts';
+import { ADDRESSES, captureInbound, CONNMARK_MASKS, destination, DIVERT, dnsConntrackZones, DNS_PORT, hex, IN_REDIRECT, INBOUND, OUTBOUND_MARK, OUTPUT, OUTPUT_DNS, REDIRECT, rule, tcpPort, TPROXY, udpPort } from './rule-parts.ts';
+import { istioCurrentRuleSet } from './ruleset-istio-current.ts';
 import type { RedirectSettings } from './settings.ts';
 
 export type Table = 'nat' | 'mangle' | 'raw';
@@ -21,46 +23,30 @@ export type RuleSet = readonly TableRules[];
 /** Every chain the plugin creates carries this prefix; anything else in the netns is not ours. */
 export const CHAIN_PREFIX = 'ISTIO_';
 
-const INBOUND = 'ISTIO_INBOUND';
-const IN_REDIRECT = 'ISTIO_IN_REDIRECT';
-const OUTPUT = 'ISTIO_OUTPUT';
-const REDIRECT = 'ISTIO_REDIRECT';
-const OUTPUT_DNS = 'ISTIO_OUTPUT_DNS';
-const DIVERT = 'ISTIO_DIVERT';
-const TPROXY = 'ISTIO_TPROXY';
 const SSH_PORT = 22;
-const DNS_PORT = 53;
-/** Envoy marks its connections back to the app with this (Istio's outbound mark) under TPROXY. */
-const OUTBOUND_MARK = 1338;
-
-/** Per family: the proxy's source address for inbound passthrough traffic (Istio's convention), and localhost. */
-const ADDRESSES = {
-  4: { passthroughSource: '127.0.0.6/32', localhost: '127.0.0.1/32' },
-  6: { passthroughSource: '::6/128', localhost: '::1/128' },
-} as const;
-
-const rule = (chain: string, ...spec: string[]): Rule => ({ chain, spec });
-const hex = (n: number) => `0x${n.toString(16)}`;
-/** `-d` of a prefix, as iptables-save shows it: a /0 matches everything and prints as nothing. */
-const destination = (cidr: { text: string; prefixLength: number }) => (cidr.prefixLength === 0 ? [] : ['-d', cidr.text]);
-const tcpPort = (port: number) => ['-p', 'tcp', '-m', 'tcp', '--dport', String(port)];
 
 /**
- * The rules istio-iptables programs for a sidecar pod with these settings, for one address family.
- * The default settings give the seed's nat rule set. An IPv6 rule set is empty unless the pod has an
- * IPv6 address; interception mode NONE gives no rules at all.
+ * The rules istio-iptables programs for a sidecar pod with these settings, for one address family, in
+ * the settings' profile. The default settings give the seed's nat rule set. An IPv6 rule set is empty
+ * unless the pod has an IPv6 address; interception mode NONE gives no rules at all.
  */
 export function buildRuleSet(settings: RedirectSettings, family: Family = 4): RuleSet {
   if (settings.interceptionMode === 'NONE' || (family === 6 && !settings.ipv6)) return [];
+  if (settings.profile === 'istio-current') return istioCurrentRuleSet(settings, family);
   const tables: TableRules[] = [natRules(settings, family)];
   // With no inbound capture there is nothing to divert: TPROXY then needs no mangle rules.
   if (settings.interceptionMode === 'TPROXY' && captureInbound(settings)) tables.push(mangleRules(settings, family));
-  if (settings.dnsCapture) tables.push(rawDnsRules(settings));
+  if (settings.dnsCapture) tables.push(dnsConntrackZones(settings));
   return tables;
 }
 
-function captureInbound(settings: RedirectSettings): boolean {
-  return settings.includeInboundPorts === '*' || settings.includeInboundPorts.length > 0;
+/**
+ * TPROXY's policy routing (an `ip rule` for the mark, a local default route to lo): current Istio adds
+ * it only when inbound traffic is diverted, the seed profile whenever TPROXY is asked for.
+ */
+export function usesTproxyRouting(settings: RedirectSettings): boolean {
+  if (settings.interceptionMode !== 'TPROXY') return false;
+  return settings.profile === 'seed' || captureInbound(settings);
 }
 
 /** Traffic arriving on a rerouted (VM) interface leaves ISTIO_INBOUND untouched: it is outbound traffic. */
@@ -98,7 +84,7 @@ function natRules(settings: RedirectSettings, family: Family): TableRules {
   for (const port of settings.excludeOutboundPorts) {
     output.push(rule(OUTPUT, ...tcpPort(port), '-j', 'RETURN'));
     // UDP reaches ISTIO_OUTPUT only when DNS is captured.
-    if (dns) output.push(rule(OUTPUT, '-p', 'udp', '-m', 'udp', '--dport', String(port), '-j', 'RETURN'));
+    if (dns) output.push(rule(OUTPUT, ...udpPort('--dport', port), '-j', 'RETURN'));
   }
   // Inbound traffic the proxy passes through to the app comes from 127.0.0.6 / ::6: leave it.
   output.push(rule(OUTPUT, '-s', passthroughSource, '-o', 'lo', '-j', 'RETURN'));
@@ -151,10 +137,9 @@ function mangleRules(settings: RedirectSettings, family: Family): TableRules {
   const mark = hex(settings.tproxyMark);
   const fullMark = `${mark}/0xffffffff`;
   const established = ['-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', DIVERT];
-  const restoreOpts = ['--nfmask', '0xffffffff', '--ctmask', '0xffffffff'];
 
   const inbound: Rule[] = [
-    rule(INBOUND, '-p', 'tcp', '-m', 'mark', '--mark', mark, '-j', 'CONNMARK', '--save-mark', ...restoreOpts),
+    rule(INBOUND, '-p', 'tcp', '-m', 'mark', '--mark', mark, '-j', 'CONNMARK', '--save-mark', ...CONNMARK_MASKS),
     // Already diverted: do not divert again.
     rule(INBOUND, '-p', 'tcp', '-m', 'mark', '--mark', mark, '-j', 'RETURN'),
     // The proxy's passthrough connections to the app, and the app's own calls over lo.
@@ -180,37 +165,12 @@ function mangleRules(settings: RedirectSettings, family: Family): TableRules {
       rule('OUTPUT', '-p', 'tcp', '-j', OUTPUT),
       rule(DIVERT, '-j', 'MARK', '--set-xmark', fullMark),
       rule(DIVERT, '-j', 'ACCEPT'),
-      rule(TPROXY, '!', '-d', localhost, '-p', 'tcp', '-j', 'TPROXY', '--on-port', String(settings.inboundPort), '--on-ip', family === 4 ? '0.0.0.0' : '::', '--tproxy-mark', fullMark),
+      rule(TPROXY, '!', '-d', localhost, '-p', 'tcp', '-j', 'TPROXY', '--on-port', String(settings.inboundPort), '--on-ip', ADDRESSES[family].anyAddress, '--tproxy-mark', fullMark),
       ...inbound,
       rule(OUTPUT, '-o', 'lo', '-p', 'tcp', '-m', 'mark', '--mark', mark, '-j', 'RETURN'),
       proxyToApp(['--uid-owner', String(settings.proxyUid)]),
       proxyToApp(['--gid-owner', String(settings.proxyGid)]),
-      rule(OUTPUT, '-p', 'tcp', '-m', 'connmark', '--mark', mark, '-j', 'CONNMARK', '--restore-mark', ...restoreOpts),
-    ],
-  };
-}
-
-/** DNS over UDP in separate conntrack zones (proxy ↔ upstream: 1, app ↔ proxy: 2), as Istio does, so
- * the redirected and the proxy's own queries never share a conntrack entry. */
-function rawDnsRules(settings: RedirectSettings): TableRules {
-  const udp = (direction: '--dport' | '--sport', port: number) => ['-p', 'udp', '-m', 'udp', direction, String(port)];
-  const zone = (n: number) => ['-j', 'CT', '--zone', String(n)];
-  const owners = [
-    ['--uid-owner', String(settings.proxyUid)],
-    ['--gid-owner', String(settings.proxyGid)],
-  ];
-  return {
-    table: 'raw',
-    chains: [OUTPUT_DNS, INBOUND],
-    rules: [
-      rule('PREROUTING', '-j', INBOUND),
-      rule('OUTPUT', '-j', OUTPUT_DNS),
-      ...owners.flatMap((owner) => [
-        rule(OUTPUT_DNS, ...udp('--dport', DNS_PORT), '-m', 'owner', ...owner, ...zone(1)),
-        rule(OUTPUT_DNS, ...udp('--sport', settings.dnsPort), '-m', 'owner', ...owner, ...zone(2)),
-      ]),
-      rule(OUTPUT_DNS, ...udp('--dport', DNS_PORT), ...zone(2)),
-      rule(INBOUND, ...udp('--sport', DNS_PORT), ...zone(1)),
+      rule(OUTPUT, '-p', 'tcp', '-m', 'connmark', '--mark', mark, '-j', 'CONNMARK', '--restore-mark', ...CONNMARK_MASKS),
     ],
   };
 }

@@ -13,12 +13,14 @@ export const ANNOTATIONS = {
   kubevirtInterfaces: 'traffic.sidecar.istio.io/kubevirtInterfaces',
   rerouteVirtualInterfaces: 'istio.io/reroute-virtual-interfaces',
   interceptionMode: 'sidecar.istio.io/interceptionMode',
+  excludeInterfaces: 'traffic.sidecar.istio.io/excludeInterfaces',
 } as const;
 
 export const DNS_CAPTURE_ENV = 'ISTIO_META_DNS_CAPTURE';
 
 /** What of the istio-proxy container matters here. */
 export interface ProxyContainer {
+  image?: string | undefined;
   env?: { name: string; value?: string | undefined }[] | undefined;
   securityContext?: { runAsUser?: number | undefined; runAsGroup?: number | undefined } | undefined;
 }
@@ -36,10 +38,10 @@ const DECIMAL = /^(0|[1-9][0-9]*)$/;
  * plain word in restore text, and `+` is iptables' wildcard. */
 const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 /** Go's strconv.ParseBool, which Istio uses for its boolean settings. */
-const TRUE_WORDS = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
+export const TRUE_WORDS = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
 const FALSE_WORDS = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
 
-function invalid(source: string, value: string, why: string): CniError {
+export function invalid(source: string, value: string, why: string): CniError {
   return new CniError(ErrorCode.InvalidAnnotation, `invalid value for ${source}`, `${source}=${JSON.stringify(value)}: ${why}`);
 }
 
@@ -84,7 +86,7 @@ function interfaces(source: string, value: string): string[] {
   });
 }
 
-function interceptionMode(source: string, value: string): RedirectSettings['interceptionMode'] {
+export function interceptionMode(source: string, value: string): RedirectSettings['interceptionMode'] {
   if (value === 'REDIRECT' || value === 'TPROXY' || value === 'NONE') return value;
   throw invalid(source, value, 'must be REDIRECT, TPROXY or NONE');
 }
@@ -97,12 +99,12 @@ function dnsCapture(proxy: ProxyContainer): boolean {
 }
 
 /** A non-zero runAsUser/runAsGroup on istio-proxy is the proxy's identity; 0 or unset keeps the default. */
-function proxyId(id: number | undefined, fallback: number): number {
+export function proxyId(id: number | undefined, fallback: number): number {
   return id !== undefined && id !== 0 ? id : fallback;
 }
 
 /** The pod's ports, then the node's that the pod did not list. */
-function union(pods: readonly number[], nodes: readonly number[]): number[] {
+export function union(pods: readonly number[], nodes: readonly number[]): number[] {
   return [...pods, ...nodes.filter((p) => !pods.includes(p))];
 }
 

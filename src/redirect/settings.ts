@@ -9,8 +9,17 @@ const CidrValue = z.custom<Cidr>((v) => typeof v === 'object' && v !== null && '
 const PortSelection = z.union([z.literal('*'), z.array(Port)]);
 const RangeSelection = z.union([z.literal('*'), z.array(CidrValue)]);
 
+/**
+ * Which istio-iptables the rules reproduce: `seed` is the seed's listing (Istio 1.3/1.4 proxies),
+ * `istio-current` what current Istio's CNI plugin programs for a sidecar pod (HBONE tunnel port,
+ * loopback rules per owner, status and telemetry ports, excludeInterfaces, INVALID drop).
+ */
+export const RulesProfile = z.enum(['seed', 'istio-current']);
+export type RulesProfile = z.infer<typeof RulesProfile>;
+
 /** Everything the rule builder needs to know about one pod; validated values only. */
 export const RedirectSettings = z.object({
+  profile: RulesProfile,
   /** REDIRECT (nat only), TPROXY (inbound through mangle), NONE (no rules at all). */
   interceptionMode: z.enum(['REDIRECT', 'TPROXY', 'NONE']),
   /** The proxy's own traffic leaves uncaptured: it runs as this uid/gid. */
@@ -38,11 +47,20 @@ export const RedirectSettings = z.object({
   tproxyRouteTable: z.number().int().min(1).max(0xfffffffe),
   /** Program ip6tables too (the pod has an IPv6 address). */
   ipv6: z.boolean(),
+  /** istio-current: Envoy's HBONE tunnel port, never captured inbound nor on the proxy's loopback calls. */
+  tunnelPort: Port,
+  /** istio-current: interfaces whose traffic is never captured, either way. */
+  excludeInterfaces: z.array(z.string()),
+  /** istio-current: packets conntrack finds INVALID are dropped rather than answered with a reset. */
+  dropInvalid: z.boolean(),
+  /** istio-current: includeOutboundIPRanges names a loopback address, so the app's own calls over lo are captured too. */
+  includesLoopback: z.boolean(),
 });
 export type RedirectSettings = z.infer<typeof RedirectSettings>;
 
 /** Istio's defaults: the seed's rule set. */
 export const DEFAULT_SETTINGS: RedirectSettings = {
+  profile: 'seed',
   interceptionMode: 'REDIRECT',
   proxyUid: 1337,
   proxyGid: 1337,
@@ -60,6 +78,10 @@ export const DEFAULT_SETTINGS: RedirectSettings = {
   tproxyMark: 1337,
   tproxyRouteTable: 133,
   ipv6: false,
+  tunnelPort: 15008,
+  excludeInterfaces: [],
+  dropInvalid: false,
+  includesLoopback: false,
 };
 
 const ConfCidr = z.string().transform((text, ctx) => {
@@ -79,6 +101,7 @@ export const CaptureDefaults = z
     proxy_uid: Id.default(DEFAULT_SETTINGS.proxyUid),
     proxy_gid: Id.default(DEFAULT_SETTINGS.proxyGid),
     dns_port: Port.default(DEFAULT_SETTINGS.dnsPort),
+    tunnel_port: Port.default(DEFAULT_SETTINGS.tunnelPort),
     exclude_inbound_ports: z.array(Port).default(DEFAULT_SETTINGS.excludeInboundPorts),
     exclude_outbound_ports: z.array(Port).default([]),
     exclude_outbound_ip_ranges: z.array(ConfCidr).default([]),

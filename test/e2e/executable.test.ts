@@ -37,6 +37,28 @@ describe('the executable', () => {
     assert.deepEqual(JSON.parse(result.stdout), { cniVersion: '1.0.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
   });
 
+  it("runs no code and takes no runtime option from Bun's variables in its environment (build/env-guard.mjs)", async () => {
+    const dir = h.makeTempDir('icni-bunenv-');
+    const trace = join(dir, 'preloaded');
+    const preload = join(dir, 'preload.js');
+    writeFileSync(preload, `require('node:fs').writeFileSync(${JSON.stringify(trace)}, 'ran');\n`);
+    const hostile = {
+      BUN_OPTIONS: `--preload ${preload}`, // runs the file before the plugin in an unguarded Bun executable
+      BUN_BE_BUN: '1', // turns an unguarded Bun executable into the bun CLI (its help, exit 0)
+      BUN_JSC_useJIT: '0',
+      JSC_useJIT: '0',
+    };
+    const version = await plugin({ CNI_COMMAND: 'VERSION', ...hostile }, { cniVersion: '1.0.0' });
+    assert.equal(version.code, 0, version.stderr);
+    assert.equal(version.stderr, '');
+    assert.deepEqual(JSON.parse(version.stdout).cniVersion, '1.0.0');
+    // An ADD as well: bad input still gets its SPEC error, and nothing else.
+    const add = await plugin({ CNI_COMMAND: 'ADD', ...hostile }, '{"cniVersion": "1.0.0"}');
+    assert.equal(add.code, 1);
+    assertSpecError(add.stdout, 4);
+    assert.equal(statSync(trace, { throwIfNoEntry: false }), undefined, 'the preload never ran');
+  });
+
   it('answers bad input with one SPEC error object and exit status 1', async () => {
     const cases: [Record<string, string>, string, number][] = [
       [{ CNI_COMMAND: 'ADD' }, '{"cniVersion": "1.0.0",', 6],

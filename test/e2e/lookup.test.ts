@@ -97,6 +97,9 @@ describe('kubeconfig forms', () => {
     fresh();
     assertRedirected(await add());
     assert.deepEqual(api.requests.map((r) => [r.auth, r.status]), [['token', 200]]);
+    // The API server's audit log names who asked: the plugin and the version it was built as.
+    const { version } = JSON.parse(readFileSync(join(h.REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(api.requests[0]?.userAgent, `istio-cni/${version}`);
   });
 
   it('tokenFile, relative to the kubeconfig, re-read on every lookup as it rotates', async () => {

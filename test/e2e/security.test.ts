@@ -13,22 +13,21 @@ import { NOTHING, ourState, specErrorProblems } from '../hostile/oracle.ts';
 after(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
-/** Where build/build.mjs leaves the esbuild bundle that the executable's snapshot is made from. */
-const BUNDLE = join(h.REPO_ROOT, 'dist', '.sea-build', 'istio-cni', 'bundle.cjs');
+/** Where build/build.mjs leaves the esbuild bundle of the plugin that the executable is compiled from. */
+const BUNDLE = join(h.REPO_ROOT, 'dist', '.build', 'istio-cni', 'bundle.cjs');
 const WEB = { pod: 'web-0', namespace: 'default' };
 
 describe('no shell in the shipped code', () => {
   const bundle = readFileSync(BUNDLE, 'utf8');
 
-  it('spawns only through child_process.spawn, with no shell option', () => {
-    for (const shellish of ['shell:', '/bin/sh', '/bin/bash', 'execSync', 'execFileSync', 'execFile(', 'spawnSync', '.fork(', 'process.binding']) {
+  it('spawns only through Bun.spawn with an argv array, in one place', () => {
+    for (const shellish of ['shell:', '/bin/sh', '/bin/bash', 'child_process', 'spawnSync', '.$`', '.$(', '.fork(', 'process.binding']) {
       assert.ok(!bundle.includes(shellish), `the bundle contains ${shellish}`);
     }
-    const requires = [...bundle.matchAll(/require\("(?:node:)?child_process"\)/g)];
-    assert.equal(requires.length, 1, 'child_process is loaded in one place (src/netns/exec.ts)');
-    // What that one place takes from it: `{spawn:x}=await …require("node:child_process")`.
-    const taken = bundle.slice(Math.max(0, requires[0]!.index - 120), requires[0]!.index);
-    assert.match(taken, /\{spawn:[\w$]+\}=await [^;]*$/, `takes only spawn: ${taken}`);
+    const spawns = [...bundle.matchAll(/\.spawn\(/g)];
+    assert.equal(spawns.length, 1, 'programs are started in one place (src/netns/exec.ts)');
+    // What it passes: a copy of the argv array, never a command line.
+    assert.match(bundle.slice(spawns[0]!.index, spawns[0]!.index + 40), /^\.spawn\(\[\.\.\.[\w$]+\],\{/);
   });
 });
 

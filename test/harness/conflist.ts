@@ -4,7 +4,7 @@
 // they need (cniVersion, host-local dataDir, kubeconfig, log_file, iptables_backend, ...).
 import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { makeTempDir } from './proc.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -197,18 +197,18 @@ export function makeCniPath(opts: CniPathOptions = {}): string {
 }
 
 /**
- * test/.work/istio-cni-dev: a /bin/sh wrapper that runs src/cli.ts from source through tsx
- * (`/usr/bin/node --import <tsx loader> src/cli.ts`), usable as pluginBin / ISTIO_CNI_BIN to run
- * the e2e chain without a build (slow start, ~0.5 s per call).
+ * test/.work/istio-cni-dev: a /bin/sh wrapper that runs src/cli.ts from source on the Bun runtime the
+ * executable is compiled with (build/bun-runtime; `npm run build` installs it), usable as pluginBin /
+ * ISTIO_CNI_BIN to run the e2e chain without compiling. Unlike the executable, it honours BUN_*.
  */
 export function writeDevPluginWrapper(): string {
   const dir = join(REPO_ROOT, 'test', '.work');
   mkdirSync(dir, { recursive: true });
   const path = join(dir, 'istio-cni-dev');
-  const loader = pathToFileURL(join(REPO_ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
+  const bun = join(REPO_ROOT, 'build', 'bun-runtime', 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
   const cli = join(REPO_ROOT, 'src', 'cli.ts');
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, `#!/bin/sh\nexec /usr/bin/node --import '${loader}' '${cli}'\n`);
+  writeFileSync(tmp, `#!/bin/sh\nexec '${bun}' '${cli}'\n`);
   chmodSync(tmp, 0o755);
   renameSync(tmp, path);
   return path;

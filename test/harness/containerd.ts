@@ -62,13 +62,21 @@ export interface Containerd {
   removePod(id: string): Promise<void>;
 }
 
-function configToml(dir: string, opts: ContainerdOptions): string {
+export type Snapshotter = 'native' | 'overlayfs';
+
+/**
+ * containerd's config: everything under dir (root, state, sockets, runc state), CRI on the given
+ * CNI dirs. `native` (the default) needs nothing from the kernel but copies an image's whole
+ * root file system for every container; `overlayfs` (which this kernel has) shares it.
+ */
+export function containerdConfigToml(dir: string, opts: Pick<ContainerdOptions, 'cniBinDir' | 'cniConfDir'>, snapshotter: Snapshotter = 'native'): string {
   const cri = 'plugins."io.containerd.grpc.v1.cri"';
+  const unused = ['btrfs', 'zfs', 'devmapper', 'aufs', 'overlayfs', 'native'].filter((s) => s !== snapshotter).map((s) => `"io.containerd.snapshotter.v1.${s}"`);
   return `version = 2
 root = "${dir}/root"
 state = "${dir}/state"
-# Snapshotters this machine cannot or need not run; CRI uses "native".
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.overlayfs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
+# Snapshotters this machine cannot or need not run; CRI uses "${snapshotter}".
+disabled_plugins = [${unused.join(', ')}, "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
 
 [grpc]
   address = "${dir}/containerd.sock"
@@ -87,7 +95,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_port = "0"
   enable_selinux = false
   [${cri}.containerd]
-    snapshotter = "native"
+    snapshotter = "${snapshotter}"
     default_runtime_name = "runc"
     [${cri}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -190,7 +198,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const cgroupParent = `/icni-ctd-${process.pid}`;
   const archive = await buildPauseImageArchive(join(dir, 'image'), SANDBOX_IMAGE);
   const config = join(dir, 'config.toml');
-  writeFileSync(config, configToml(dir, opts));
+  writeFileSync(config, containerdConfigToml(dir, opts));
   mkdirSync(join(dir, 'logs'));
   const podUids = new Set<string>();
   registerCleanup(`containerd leftovers in ${dir}`, () => sweepLeftovers(dir, socket, cgroupParent, opts, podUids));

@@ -190,6 +190,8 @@ const envMutation: fc.Arbitrary<EnvMutation> = fc.oneof(
   fc.tuple(envString, envString).map(([k, v]): EnvMutation => (_env, args) => void args.push([k, v])),
   envString.map((raw): EnvMutation => (_env, args) => void args.push(['@raw', raw])),
   fc.constantFrom('--require=/nonexistent/x.js', '--inspect', '--max-old-space-size=1', '--stack-size=10').map((v): EnvMutation => (env) => void (env.NODE_OPTIONS = v)),
+  fc.constantFrom('--preload /nonexistent/x.js', '--inspect', '--smol', '-e 0').map((v): EnvMutation => (env) => void (env.BUN_OPTIONS = v)),
+  fc.constantFrom('BUN_BE_BUN', 'BUN_JSC_useJIT', 'JSC_useJIT').map((k): EnvMutation => (env) => void (env[k] = '1')),
   fc.constantFrom('', '/nonexistent', '.', '/tmp/evil:/usr/bin').map((v): EnvMutation => (env) => void (env.PATH = v)),
 );
 

@@ -13,7 +13,7 @@ import { after, before, it } from 'node:test';
 import * as h from '../harness/index.ts';
 import { daemonSetEnv, find, hostMounts, manifestObjects } from '../install/manifest.ts';
 import { CALICO, entryIsLast, KUBECONFIG_NAME, makeFakeNode, waitFor } from '../install/node.ts';
-import { BASE_IMAGE, baseRootfsTarball, makePodman, type Podman } from './podman.ts';
+import { BASE_IMAGE, baseRootfsTarball, makePodman, type Podman } from '../harness/image-build.ts';
 
 after(h.cleanupAll);
 

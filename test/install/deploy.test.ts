@@ -1,14 +1,16 @@
 /**
  * deploy/istio-cni.yaml fits the installer: the DaemonSet mounts what its environment names, the
- * ConfigMap's entry is one the installer accepts, and the RBAC covers the plugin and repair.
+ * ConfigMap's entry is one the installer accepts, the probes reach the installer's HTTP server,
+ * repair runs beside it, and the RBAC covers the plugin and repair (deploy/taint: the taint).
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, it } from 'node:test';
 import * as h from '../harness/index.ts';
-import { daemonSetEnv, find, hostMounts, manifestObjects } from './manifest.ts';
-import { CALICO, makeFakeNode, readConflist } from './node.ts';
+import { parseAllDocuments } from 'yaml';
+import { container, daemonSetEnv, find, hostMounts, manifestObjects, POD_IP, type K8sObject } from './manifest.ts';
+import { CALICO, makeFakeNode, readConflist, startInstaller, stopInstaller } from './node.ts';
 
 after(h.cleanupAll);
 
@@ -40,6 +42,52 @@ it('the ClusterRole lets the plugin read pods and repair restart them, bound to 
   assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'istio-cni' });
   const sa = find(objects, 'ServiceAccount');
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+});
+
+it('the probes ask the installer\'s HTTP server, on the node\'s address and the port the environment names', async () => {
+  const objects = manifestObjects();
+  const install = container(objects, 'install-cni');
+  const env = daemonSetEnv(objects);
+  assert.equal(env.HTTP_ADDRESS, POD_IP, 'status.podIP: a host-network pod\'s is the node\'s');
+  assert.deepEqual(install.ports, [{ name: 'http', containerPort: Number(env.HTTP_PORT), protocol: 'TCP' }]);
+  assert.deepEqual(install.readinessProbe?.httpGet, { path: '/readyz', port: 'http' });
+  assert.deepEqual(install.livenessProbe?.httpGet, { path: '/healthz', port: 'http' });
+
+  // The installer with that environment (the node's dirs in temp dirs) answers both paths.
+  const node = makeFakeNode({ env: { HTTP_ADDRESS: env.HTTP_ADDRESS, HTTP_PORT: '0' } });
+  writeFileSync(join(node.netDir, '10-calico.conflist'), CALICO);
+  const installer = await startInstaller(node);
+  const line = installer.output().stderr.split('\n').find((l) => l.includes('"msg":"http: serving"'));
+  const { port } = JSON.parse(line!) as { port: number };
+  for (const path of ['/readyz', '/healthz']) {
+    const res = await fetch(`http://${POD_IP}:${port}${path}`);
+    assert.equal(res.status, 200, path);
+  }
+  assert.equal(await stopInstaller(installer), 0);
+});
+
+it('repair runs beside the installer: same image, this node, label mode unless changed, no privileges', () => {
+  const objects = manifestObjects();
+  const repair = container(objects, 'repair');
+  assert.equal(repair.image, container(objects, 'install-cni').image);
+  assert.deepEqual(repair.command, ['/usr/local/bin/istio-cni', 'repair']);
+  assert.deepEqual(daemonSetEnv(objects, 'test-node', 'repair'), { NODE_NAME: 'test-node', REPAIR_MODE: 'label' });
+  assert.equal(repair.securityContext?.runAsNonRoot, true);
+  assert.deepEqual(repair.securityContext?.capabilities, { drop: ['ALL'] });
+  assert.equal(repair.volumeMounts, undefined, 'no host path');
+});
+
+it('deploy/taint adds the taint setting to the installer and nodes get and patch to the RBAC, nothing else', () => {
+  const dir = join(h.REPO_ROOT, 'deploy', 'taint');
+  const objects = parseAllDocuments(readFileSync(join(dir, 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
+  assert.deepEqual(find(objects, 'ClusterRole').rules, [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
+  const sa = find(manifestObjects(), 'ServiceAccount');
+  assert.deepEqual(find(objects, 'ClusterRoleBinding').subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+  const component = readFileSync(join(dir, 'kustomization.yaml'), 'utf8');
+  assert.match(component, /name: NODE_READINESS_TAINT\n\s+value: "true"/);
+  // The base leaves it off: nodes are not everyone's to taint.
+  assert.equal(daemonSetEnv(manifestObjects()).NODE_READINESS_TAINT, undefined);
+  assert.ok(!find(manifestObjects(), 'ClusterRole').rules!.some((r) => r.resources.includes('nodes')));
 });
 
 it('the installer accepts the DaemonSet\'s environment and inserts the ConfigMap\'s entry', async () => {

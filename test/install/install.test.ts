@@ -77,6 +77,34 @@ describe('istio-cni install', () => {
     assert.equal(existsSync(join(node.binDir, 'istio-cni')), false);
   });
 
+  it('10-bridge.conf beside 10-bridge.conflist: chains the .conf the runtime uses, in place of the .conflist, every time the .conf comes back', async () => {
+    const node = makeFakeNode();
+    const confPath = join(node.netDir, '10-bridge.conf');
+    const listPath = join(node.netDir, '10-bridge.conflist');
+    // libcni (containerd's go-cni) sorts the names: "10-bridge.conf" < "10-bridge.conflist", so the
+    // .conf is the network in force and the .conflist is never read.
+    const shadowed = '{"cniVersion": "1.0.0", "name": "shadowed", "plugins": [{"type": "ptp"}]}';
+    writeFileSync(listPath, shadowed);
+    writeFileSync(confPath, BRIDGE);
+    chmodSync(confPath, 0o640);
+    const installer = await startInstaller(node);
+    const bridge = JSON.parse(BRIDGE) as Record<string, unknown>;
+    assert.deepEqual(readdirSync(node.netDir).sort(), ['10-bridge.conflist', KUBECONFIG_NAME]);
+    assert.deepEqual(readConflist(listPath), { name: 'bridge', cniVersion: '0.3.1', plugins: [bridge, OUR_ENTRY] });
+    assert.equal(mode(listPath), 0o640, 'the .conf\'s mode');
+    assert.match(installer.output().stderr, /replacing the \.conflist of the same name/);
+
+    // The primary plugin's installer writes its .conf again (ours shadowed once more): chained again.
+    writeFileSync(confPath, BRIDGE);
+    const took = await waitFor('the .conf chained again', () => !existsSync(confPath) && entryIsLast(listPath));
+    assert.ok(took < REINSERT_BUDGET_MS, `${took} ms`);
+    assert.deepEqual(readConflist(listPath), { name: 'bridge', cniVersion: '0.3.1', plugins: [bridge, OUR_ENTRY] });
+    assert.doesNotMatch(installer.output().stderr, /cannot turn|"level":50/, 'no error, no retry loop');
+
+    assert.equal(await stopInstaller(installer), 0);
+    assert.deepEqual(readConflist(listPath), { name: 'bridge', cniVersion: '0.3.1', plugins: [bridge] });
+  });
+
   it('picks the lowest-sorted valid config, skipping invalid files, and touches no other file', async () => {
     const node = makeFakeNode();
     const others: Record<string, string> = {

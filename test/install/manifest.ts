@@ -21,12 +21,26 @@ interface EnvVar {
   value?: string;
   valueFrom?: { configMapKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } };
 }
+interface Probe {
+  httpGet: { path: string; port: string | number };
+}
+export interface Container {
+  name: string;
+  image: string;
+  command?: string[];
+  env: EnvVar[];
+  ports?: Array<{ name: string; containerPort: number }>;
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
+  securityContext?: { runAsUser?: number; runAsNonRoot?: boolean; capabilities?: { drop?: string[]; add?: string[] } };
+  volumeMounts?: Array<{ name: string; mountPath: string }>;
+}
 export interface PodSpec {
   serviceAccountName: string;
   hostNetwork: boolean;
   priorityClassName: string;
   tolerations: Array<Record<string, string>>;
-  containers: Array<{ name: string; image: string; env: EnvVar[]; volumeMounts: Array<{ name: string; mountPath: string }> }>;
+  containers: Container[];
   volumes: Array<{ name: string; hostPath: { path: string } }>;
 }
 
@@ -40,18 +54,28 @@ export function find(objects: K8sObject[], kind: string): K8sObject {
   return o;
 }
 
-/** The container's environment with ConfigMap references resolved, as kubelet would give it on `nodeName`. */
-export function daemonSetEnv(objects: K8sObject[], nodeName = 'test-node'): Record<string, string> {
-  const pod = find(objects, 'DaemonSet').spec!.template.spec;
+export function container(objects: K8sObject[], name: string): Container {
+  const c = find(objects, 'DaemonSet').spec!.template.spec.containers.find((x) => x.name === name);
+  if (!c) throw new Error(`${MANIFEST}: no container ${name}`);
+  return c;
+}
+
+/** The node's address as the downward API gives a host-network pod (status.podIP) in these tests. */
+export const POD_IP = '127.0.0.1';
+
+/** A container's environment with ConfigMap and downward API references resolved, as kubelet would give it on `nodeName`. */
+export function daemonSetEnv(objects: K8sObject[], nodeName = 'test-node', containerName = 'install-cni'): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const v of pod.containers[0]!.env) {
+  for (const v of container(objects, containerName).env) {
     const ref = v.valueFrom?.configMapKeyRef;
     const field = v.valueFrom?.fieldRef?.fieldPath;
     const value = ref
       ? objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === ref.name)?.data?.[ref.key]
       : field === 'spec.nodeName'
         ? nodeName
-        : v.value;
+        : field === 'status.podIP'
+          ? POD_IP
+          : v.value;
     if (value === undefined) throw new Error(`${MANIFEST}: env ${v.name} has no value`);
     env[v.name] = value;
   }
@@ -62,7 +86,7 @@ export function daemonSetEnv(objects: K8sObject[], nodeName = 'test-node'): Reco
 export function hostMounts(objects: K8sObject[]): Map<string, string> {
   const pod = find(objects, 'DaemonSet').spec!.template.spec;
   const mounts = new Map<string, string>();
-  for (const m of pod.containers[0]!.volumeMounts) {
+  for (const m of container(objects, 'install-cni').volumeMounts ?? []) {
     const volume = pod.volumes.find((v) => v.name === m.name);
     if (volume) mounts.set(volume.hostPath.path, m.mountPath);
   }

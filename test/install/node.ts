@@ -52,6 +52,9 @@ export function makeFakeNode(opts: { token?: string; ca?: string; apiHost?: stri
     SERVICE_ACCOUNT_PATH: saDir,
     KUBERNETES_SERVICE_HOST: opts.apiHost ?? '10.96.0.1',
     KUBERNETES_SERVICE_PORT: String(opts.apiPort ?? 443),
+    // The probes' HTTP server on any free port (the log says which): tests run side by side.
+    HTTP_ADDRESS: '127.0.0.1',
+    HTTP_PORT: '0',
     ...opts.env,
   });
   return { root, netDir, binDir, saDir, env, rotateToken };

@@ -5,7 +5,7 @@
  * server on the root netns's 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
 import { startContainerd, type Containerd, type PodSpec, type Sandbox } from '../harness/containerd.ts';
@@ -126,6 +126,36 @@ describe(`under containerd 1.6 (CRI), capture on ${BACKEND}`, () => {
     }
     assert.equal(new Set(sandboxes.map((s) => s.ip)).size, BURST);
     await Promise.all(sandboxes.map((s) => ctd.removePod(s.id)));
+  });
+
+  it('10-x.conf beside 10-x.conflist: containerd uses the .conf; the installer chains it in place of the .conflist, and the next pod is captured', async () => {
+    const original = readFileSync(conf.path, 'utf8');
+    const [primary, entry] = conf.conflist.plugins as [Record<string, unknown>, Record<string, unknown>];
+    // The same network as one plugin, without istio-cni, under the .conflist's stem.
+    const single = conf.path.replace(/\.conflist$/, '.conf');
+    writeFileSync(single, JSON.stringify({ cniVersion: conf.conflist.cniVersion, name: conf.netName, ...primary }));
+    try {
+      const shadowed = await run('web-1');
+      assert.deepEqual(await h.ownedRules(shadowed.netns, BACKEND), [], 'the .conf was the network in force: no istio-cni in its chain');
+      assert.deepEqual(pluginLog(shadowed.id), []);
+      await ctd.removePod(shadowed.id);
+
+      const bin = h.makeTempDir('icni-ctd-bin-');
+      const r = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'install', '--once'], {
+        env: h.minimalEnv({ MOUNTED_CNI_NET_DIR: conf.confDir, MOUNTED_CNI_BIN_DIRS: bin, CNI_NETWORK_CONFIG: JSON.stringify(entry), POD_CACHE_SOCKET: '' }),
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(existsSync(single), false, 'the .conf became the .conflist');
+      const chained = JSON.parse(readFileSync(conf.path, 'utf8')) as { plugins: Array<{ type: string }> };
+      assert.deepEqual(chained.plugins.map((p) => p.type), ['ptp', 'istio-cni']);
+
+      const captured = await run('web-1');
+      assert.deepEqual(await h.natRules(captured.netns, BACKEND), SEED, 'containerd runs the chained list');
+      await ctd.removePod(captured.id);
+    } finally {
+      rmSync(single, { force: true });
+      writeFileSync(conf.path, original);
+    }
   });
 
   it('leaves nothing on the machine once every sandbox is removed', async () => {

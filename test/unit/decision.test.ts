@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { decideFromAnnotations, decideFromArgs, decideFromPod, podForDecision } from '../../src/kube/decision.ts';
 import { Pod } from '../../src/kube/pod.ts';
-import { settingsFromPod } from '../../src/redirect/settings-from-pod.ts';
+import { captureSettingsFor } from '../../src/redirect/profile.ts';
 import { CaptureDefaults } from '../../src/redirect/settings.ts';
 
 function pod(overrides: { annotations?: Record<string, string>; labels?: Record<string, string>; containers?: object[]; initContainers?: object[] } = {}): Pod {
@@ -89,16 +89,22 @@ describe('the pod as the node-local cache hands it over', () => {
   const manifests = readdirSync(fixtures).map((file) => ({ file, pod: Pod.parse(parseYaml(readFileSync(join(fixtures, file), 'utf8'))) }));
   const annotated = (base: Pod, annotations: Record<string, string>): Pod => ({ ...base, metadata: { ...base.metadata, annotations: { ...base.metadata.annotations, ...annotations } } });
   const injected = manifests.find((m) => m.file === 'injected.yaml')!.pod;
+  const withProxyEnv = (base: Pod, names: string[]): Pod => ({
+    ...base,
+    spec: { ...base.spec, containers: base.spec.containers.map((c) => (c.name === 'istio-proxy' ? { ...c, env: [...(c.env ?? []), ...names.map((name) => ({ name, value: 'true' }))] } : c)) },
+  });
   const variants = [
     ...manifests,
     { file: 'injected + traffic annotations', pod: annotated(injected, { 'traffic.sidecar.istio.io/excludeInboundPorts': '8080', 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.0.0.0/8', 'sidecar.istio.io/interceptionMode': 'TPROXY', 'istio.io/reroute-virtual-interfaces': 'eth1', 'unrelated.example.com/x': 'y' }) },
     { file: 'injected + inject annotation false', pod: annotated(injected, { 'sidecar.istio.io/inject': 'false' }) },
+    { file: 'injected + istio-current annotations and variables', pod: withProxyEnv(annotated(injected, { 'traffic.sidecar.istio.io/excludeInterfaces': 'eth1' }), ['INVALID_DROP', 'ISTIO_DUAL_STACK', 'ISTIO_META_DNS_CAPTURE']) },
   ];
   const defaults = CaptureDefaults.parse(undefined);
   const outcome = (p: Pod) => {
     const decision = decideFromPod(p);
     if (!decision.redirect) return { decision };
-    return { reason: decision.reason, settings: settingsFromPod({ annotations: decision.annotations, proxy: decision.proxy, podIps: ['10.0.0.5/24'], defaults }) };
+    const input = { annotations: decision.annotations, proxy: decision.proxy, podIps: ['10.0.0.5/24', 'fd00::5/64'], defaults };
+    return { reason: decision.reason, settings: (['seed', 'istio-current', 'auto'] as const).map((profile) => captureSettingsFor(input, profile)) };
   };
 
   for (const { file, pod } of variants) {
@@ -110,7 +116,7 @@ describe('the pod as the node-local cache hands it over', () => {
   it('carries only the istio containers, the variables read, and the annotations and labels read', () => {
     const cut = podForDecision(annotated(injected, { 'unrelated.example.com/x': 'y' }));
     assert.deepEqual(cut.spec.containers.map((c) => c.name), ['istio-proxy']);
-    assert.ok(cut.spec.containers[0]!.env!.every((e) => ['DISABLE_ENVOY', 'ISTIO_META_DNS_CAPTURE'].includes(e.name)));
+    assert.ok(cut.spec.containers[0]!.env!.every((e) => ['DISABLE_ENVOY', 'ISTIO_META_DNS_CAPTURE', 'INVALID_DROP', 'ISTIO_DUAL_STACK'].includes(e.name)));
     assert.equal(cut.metadata.annotations!['unrelated.example.com/x'], undefined);
     assert.ok(cut.metadata.annotations!['sidecar.istio.io/status'] !== undefined);
     assert.equal(cut.metadata.uid, injected.metadata.uid);

@@ -1,8 +1,23 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { get, parseResponse } from '../../src/kube/http1.ts';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../harness/conflist.ts';
+import { parseResponse, type GetRequest } from '../../src/kube/http1.ts';
+
+/** The Bun the executable is compiled with (build/bun-runtime): get() uses Bun's sockets. */
+const BUN = join(REPO_ROOT, 'build', 'bun-runtime', 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
+
+/** get(request) run under that Bun, as the executable runs it. */
+async function getUnderBun(request: GetRequest): Promise<unknown> {
+  const script = `import { get } from ${JSON.stringify(join(REPO_ROOT, 'src', 'kube', 'http1.ts'))};
+process.stdout.write(JSON.stringify(await get(${JSON.stringify(request)})));`;
+  const { stdout } = await promisify(execFile)(BUN, ['-e', script], { env: { PATH: process.env.PATH } });
+  return JSON.parse(stdout);
+}
 
 const raw = (text: string) => Buffer.from(text, 'utf8');
 
@@ -41,9 +56,9 @@ describe('HTTP/1.1 response parsing (the pod GET)', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as AddressInfo).port;
     try {
-      const request = { secure: false, host: '127.0.0.1', port, headers: { Authorization: 'Bearer t0k' }, tls: {}, timeoutMs: 2000 };
-      assert.deepEqual(await get({ ...request, path: '/chunked' }), { status: 200, body: '{"kind":"Pod"}' });
-      assert.deepEqual(await get({ ...request, path: '/x' }), { status: 403, body: 'no' });
+      const request = { secure: false, host: '127.0.0.1', port, headers: { Authorization: 'Bearer t0k' }, tls: { rejectUnauthorized: true }, timeoutMs: 2000 };
+      assert.deepEqual(await getUnderBun({ ...request, path: '/chunked' }), { status: 200, body: '{"kind":"Pod"}' });
+      assert.deepEqual(await getUnderBun({ ...request, path: '/x' }), { status: 403, body: 'no' });
       assert.deepEqual(seen, [
         { url: '/chunked', auth: 'Bearer t0k', host: `127.0.0.1:${port}` },
         { url: '/x', auth: 'Bearer t0k', host: `127.0.0.1:${port}` },

@@ -69,6 +69,21 @@ describe('installer settings', () => {
     assert.deepEqual(settings.binDirs, ['/host/opt/cni/bin']);
   });
 
+  it('the probes\' HTTP server: port 8000 on every address unless told, a port and an IP address only', () => {
+    assert.deepEqual(parseInstallSettings({}).http, { address: undefined, port: 8000 });
+    assert.deepEqual(parseInstallSettings({ HTTP_ADDRESS: '10.0.0.7', HTTP_PORT: '0' }).http, { address: '10.0.0.7', port: 0 });
+    for (const env of [{ HTTP_PORT: '' }, { HTTP_PORT: '65536' }, { HTTP_PORT: '80a' }, { HTTP_ADDRESS: 'node.local' }, { HTTP_ADDRESS: '10.0.0.7:80' }]) {
+      assert.throws(() => parseInstallSettings(env), SettingsError, JSON.stringify(env));
+    }
+  });
+
+  it('the readiness taint is off unless asked for, and then needs the node and the API', () => {
+    assert.equal(parseInstallSettings({ NODE_NAME: 'n1', KUBERNETES_SERVICE_HOST: '10.96.0.1' }).readinessTaint, undefined);
+    assert.deepEqual(parseInstallSettings({ NODE_NAME: 'n1', KUBERNETES_SERVICE_HOST: '10.96.0.1', NODE_READINESS_TAINT: 'true' }).readinessTaint, { nodeName: 'n1' });
+    assert.throws(() => parseInstallSettings({ KUBERNETES_SERVICE_HOST: '10.96.0.1', NODE_READINESS_TAINT: 'true' }), /needs NODE_NAME/);
+    assert.throws(() => parseInstallSettings({ NODE_NAME: 'n1', NODE_READINESS_TAINT: 'true' }), /needs NODE_NAME and KUBERNETES_SERVICE_HOST/);
+  });
+
   it('refuses a service host that is not a host name or address', () => {
     assert.throws(() => parseInstallSettings({ KUBERNETES_SERVICE_HOST: 'evil/path?x' }), SettingsError);
   });

@@ -6,7 +6,6 @@ import { nftDifferences, ownedNftables, parseNftListing } from '../../src/redire
 import { renderNftRemoval, renderNftScript, ruleText, toNftables, translateRule, type NftRuleSet } from '../../src/redirect/nftables.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from '../../src/redirect/settings.ts';
-import { nftListingOf } from '../../build/warm-up.ts';
 import { redirectSettings } from '../harness/redirect-settings.ts';
 
 const both = (s: RedirectSettings) => toNftables(buildRuleSet(s, 4), buildRuleSet(s, 6));
@@ -158,6 +157,21 @@ describe('any valid settings', () => {
     );
   });
 });
+
+/** `nft -j list ruleset` as nft prints our tables (handles, counters with their counts): what CHECK reads. */
+function nftListingOf(tables: NftRuleSet, extra: Record<string, unknown>[] = []): string {
+  const items: Record<string, unknown>[] = [{ metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } }];
+  let handle = 1;
+  for (const t of tables) {
+    items.push({ table: { family: 'inet', name: t.name, handle: handle++ } });
+    for (const c of t.chains) items.push({ chain: { family: 'inet', table: t.name, name: c.name, handle: handle++, ...(c.base ? { ...c.base, policy: 'accept' } : {}) } });
+    for (const r of t.rules) {
+      const expr = r.expr.map((e) => ('counter' in e ? { counter: { packets: 7, bytes: 420 } } : e));
+      items.push({ rule: { family: 'inet', table: t.name, chain: r.chain, handle: handle++, expr } });
+    }
+  }
+  return JSON.stringify({ nftables: [...items, ...extra] });
+}
 
 describe('reading `nft -j list ruleset` back', () => {
   const expected = both(DEFAULT_SETTINGS);

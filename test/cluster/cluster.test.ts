@@ -1,0 +1,328 @@
+/**
+ * The plugin on a real one-node Kubernetes cluster (test/harness/cluster.ts): etcd,
+ * kube-apiserver, kube-controller-manager, kube-scheduler and kubelet v1.37.2 built from source,
+ * Debian's containerd 1.6, a bridge + host-local conflist standing in for calico, our DaemonSet
+ * applied from deploy/ through cluster/overlay, and pods injected by `istioctl kube-inject`.
+ * The cluster comes up once for this file (a cluster left from before is taken down first) and
+ * goes down at its end; the tests run in order, each building on the ones before.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import * as h from '../harness/index.ts';
+import * as c from '../harness/cluster.ts';
+import { leftovers, machineSnapshot, type MachineSnapshot, type SandboxRef } from '../harness/cluster-host.ts';
+import { PROXY_IMAGE } from '../harness/cluster-images.ts';
+import { kubeInject, makeMeshNamespace } from '../harness/istio-inject.ts';
+import { startupRaceScenarios } from './race.ts';
+
+const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
+const NS = 'icni-test';
+const WEB = readFileSync(join(h.REPO_ROOT, 'cluster', 'examples', 'web.yaml'), 'utf8');
+const KUBECONFIG = join(c.paths.cniNet, 'ZZZ-istio-cni-kubeconfig');
+
+interface Container {
+  name: string;
+  image: string;
+  securityContext?: { runAsUser?: number };
+}
+interface ContainerStatus {
+  name: string;
+  state: { terminated?: { exitCode: number }; running?: object };
+}
+interface Pod {
+  metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string> };
+  spec: { initContainers?: Container[]; containers: Container[] };
+  status: { phase: string; podIP: string; initContainerStatuses?: ContainerStatus[]; containerStatuses?: ContainerStatus[] };
+}
+
+interface K8sObject {
+  kind: string;
+  data?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+const sortByKind = (docs: K8sObject[]) => [...docs].sort((x, y) => x.kind.localeCompare(y.kind));
+
+/** Every leaf where two JSON values differ, as "path: before -> after", sorted. */
+function differences(a: unknown, b: unknown, path = ''): string[] {
+  if (typeof a === 'object' && a !== null && typeof b === 'object' && b !== null && Array.isArray(a) === Array.isArray(b)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    return [...keys].flatMap((k) => differences((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], Array.isArray(a) ? `${path}[${k}]` : `${path}.${k}`)).sort();
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [`${path}: ${JSON.stringify(a)} -> ${JSON.stringify(b)}`];
+}
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+const ours = (rules: string[]) => rules.filter((r) => r.includes('ISTIO_'));
+
+/** A pod of the stand-in's application, with nothing of Istio's. */
+const plainPod = (name: string, namespace: string) => JSON.stringify({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace },
+  spec: {
+    terminationGracePeriodSeconds: 2,
+    containers: [{ name: 'app', image: PROXY_IMAGE, imagePullPolicy: 'IfNotPresent', command: ['/usr/local/bin/standin', 'app', '8080'] }],
+  },
+});
+
+async function getPod(namespace: string, name: string): Promise<Pod> {
+  return c.kubectlJson<Pod>(['-n', namespace, 'get', 'pod', name]);
+}
+
+async function webPods(): Promise<Pod[]> {
+  return (await c.kubectlJson<{ items: Pod[] }>(['-n', NS, 'get', 'pods', '-l', 'app=web'])).items;
+}
+
+/** The decoded claims of a JWT (the token is the API server's to verify; whoami below does). */
+function jwtClaims(token: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+}
+
+/** `kubectl exec` into a pod's container: `standin connect` and the JSON line the far end answered. */
+async function connectFrom(pod: Pod, container: string, target: string): Promise<{ pod: string; listener: number; original_dst: string; peer: string }> {
+  const r = await c.kubectl(['-n', pod.metadata.namespace, 'exec', pod.metadata.name, '-c', container, '--', '/usr/local/bin/standin', 'connect', target]);
+  return JSON.parse(r.stdout) as { pod: string; listener: number; original_dst: string; peer: string };
+}
+
+/** `kubectl auth can-i --list` as a user (kubectl has no JSON for it): one "what verb" per permission. */
+async function permissions(user: string): Promise<Set<string>> {
+  const [header, ...rows] = (await c.kubectl(['auth', 'can-i', '--list', `--as=${user}`])).stdout.trimEnd().split('\n');
+  // Columns: Resources, Non-Resource URLs, Resource Names, Verbs, at the header's offsets.
+  const at = ['Non-Resource URLs', 'Resource Names', 'Verbs'].map((name) => header!.indexOf(name));
+  const out = new Set<string>();
+  for (const row of rows) {
+    const [resource, urls, names, verbs] = [row.slice(0, at[0]), row.slice(at[0], at[1]), row.slice(at[1], at[2]), row.slice(at[2])].map((x) => x.trim());
+    const what = [resource, urls === '[]' ? '' : urls, names === '[]' ? '' : names].filter(Boolean).join(' ');
+    for (const verb of verbs!.replace(/^\[|\]$/g, '').split(/\s+/).filter(Boolean)) out.add(`${what} ${verb}`);
+  }
+  return out;
+}
+
+describe('on a real one-node cluster', { concurrency: false }, () => {
+  let machineBefore: MachineSnapshot;
+  /** Every sandbox the tests saw, for the leftovers check. */
+  const sandboxes: SandboxRef[] = [];
+
+  before(async () => {
+    await c.clusterDown({ log: () => undefined });
+    machineBefore = machineSnapshot();
+    await c.clusterUp();
+    await makeMeshNamespace(NS);
+  });
+
+  after(async () => {
+    await c.clusterDown({ log: () => undefined });
+    await h.cleanupAll();
+  });
+
+  it('the overlay changes deploy/istio-cni.yaml only in the image, the node\'s paths and the guards (the taint component, repair\'s mode)', async () => {
+    const render = async (dir: string) => parseAllDocuments((await c.kubectl(['kustomize', dir])).stdout).map((d) => d.toJS() as K8sObject);
+    const base = await render(join(h.REPO_ROOT, 'deploy'));
+    const file = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
+    assert.deepEqual(sortByKind(base), sortByKind(file), 'deploy/ as a kustomize base is deploy/istio-cni.yaml as it is');
+    const overlay = await render(c.OVERLAY_DIR);
+    // By kind and name. The ConfigMap's entry is JSON in a string: compared parsed. Containers and
+    // their environment are compared by name (a strategic merge patch may reorder both).
+    const byName = (docs: K8sObject[]) => Object.fromEntries(docs.map((d) => {
+      const key = `${d.kind}/${(d.metadata as { name: string }).name}`;
+      if (d.kind === 'ConfigMap') return [key, { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } }];
+      if (d.kind !== 'DaemonSet') return [key, d];
+      const ds = structuredClone(d) as unknown as { spec: { template: { spec: { containers: unknown } } } };
+      ds.spec.template.spec.containers = Object.fromEntries((ds.spec.template.spec.containers as Array<{ name: string; env: Array<{ name: string }> }>)
+        .map((x) => [x.name, { ...x, env: Object.fromEntries(x.env.map((e) => [e.name, e])) }]));
+      return [key, ds];
+    }));
+    const [before, after] = [byName(base), byName(overlay)];
+    const taint = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'taint', 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
+    assert.deepEqual(Object.keys(after).filter((k) => !(k in before)).map((k) => after[k]), taint, 'added: the taint component\'s RBAC, as it is');
+    assert.deepEqual(Object.keys(before).filter((k) => !(k in after)), []);
+    assert.deepEqual(differences(before, Object.fromEntries(Object.keys(before).map((k) => [k, after[k]]))), [
+      '.ConfigMap/istio-cni-config.data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
+      '.ConfigMap/istio-cni-config.data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.NODE_READINESS_TAINT: undefined -> {"name":"NODE_READINESS_TAINT","value":"true"}',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.repair.env.REPAIR_MODE.value: "label" -> "delete"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.containers.repair.image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
+    ]);
+  });
+
+  it('1. up: the DaemonSet is Ready, our entry is last in the node\'s conflist, once, and the kubeconfig is 0600 with the pod\'s projected token', async () => {
+    const ds = await c.kubectlJson<{ status: { desiredNumberScheduled: number; numberReady: number } }>(['-n', 'kube-system', 'get', 'daemonset', 'istio-cni-node']);
+    assert.equal(ds.status.desiredNumberScheduled, 1);
+    assert.equal(ds.status.numberReady, 1);
+
+    assert.deepEqual(readdirSync(c.paths.cniNet).sort(), [c.PRIMARY_CONFLIST, 'ZZZ-istio-cni-kubeconfig']);
+    const conflist = JSON.parse(readFileSync(join(c.paths.cniNet, c.PRIMARY_CONFLIST), 'utf8')) as { plugins: Array<{ type: string }> };
+    assert.deepEqual(conflist.plugins.map((p) => p.type), ['bridge', 'istio-cni']);
+    const primary = JSON.parse(c.primaryConflist()) as typeof conflist;
+    assert.deepEqual({ ...conflist, plugins: conflist.plugins.slice(0, -1) }, primary, 'the primary plugin\'s part is untouched');
+    assert.equal(sha256(join(c.paths.cniBin, 'istio-cni')), sha256(h.DEFAULT_ISTIO_CNI_BIN), 'the executable on the node is the one built here');
+
+    assert.equal(statSync(KUBECONFIG).mode & 0o777, 0o600);
+    const kubeconfig = parseYaml(readFileSync(KUBECONFIG, 'utf8')) as { clusters: Array<{ cluster: { server: string } }>; users: Array<{ user: { token: string } }> };
+    assert.equal(kubeconfig.clusters[0]!.cluster.server, `https://${c.NET.apiServiceIp}:443`, 'the kubernetes service, as the pod saw it');
+    const claims = jwtClaims(kubeconfig.users[0]!.user.token);
+    const [dsPod] = (await c.kubectlJson<{ items: Pod[] }>(['-n', 'kube-system', 'get', 'pods', '-l', 'app.kubernetes.io/name=istio-cni'])).items;
+    // A projected token is bound to its pod (a legacy Secret token names no pod and never expires).
+    assert.deepEqual((claims['kubernetes.io'] as { pod: unknown }).pod, { name: dsPod!.metadata.name, uid: dsPod!.metadata.uid });
+    assert.equal(claims.sub, c.PLUGIN_USER);
+    assert.ok(typeof claims.exp === 'number');
+    const whoami = await c.kubectl(['--kubeconfig', KUBECONFIG, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}']);
+    assert.equal(whoami.stdout, c.PLUGIN_USER, 'the API server accepts the token');
+  });
+
+  it('cluster.sh up a second time finds the cluster up and restarts nothing', async () => {
+    const pids = (await c.clusterStatus()).components.map((x) => x.pid);
+    assert.ok(pids.every((pid) => pid !== undefined));
+    const r = await h.run(['/usr/bin/bash', join(h.REPO_ROOT, 'scripts', 'cluster.sh'), 'up'], { timeoutMs: 600_000, env: h.minimalEnv({ HOME: process.env.HOME ?? '/root' }) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^cluster: already up$/m);
+    assert.deepEqual((await c.clusterStatus()).components.map((x) => x.pid), pids);
+  });
+
+  let web: Pod[] = [];
+
+  it('2. an injected Deployment of 2: pods Running, istio-validation exited 0, each pod\'s netns holds exactly the seed\'s rules', async () => {
+    const injected = await kubeInject(WEB);
+    const template = (parseAllDocuments(injected)[0]!.toJS() as { spec: { template: { spec: { initContainers: Container[]; containers: Container[] } } } }).spec.template.spec;
+    assert.deepEqual(template.initContainers.map((x) => x.name), ['istio-validation'], 'CNI mode: no istio-init');
+    assert.ok(template.containers.some((x) => x.name === 'istio-proxy' && x.image === PROXY_IMAGE), 'the proxy is the stand-in');
+    await c.kubectl(['-n', NS, 'apply', '-f', '-'], { input: injected });
+    await c.kubectl(['-n', NS, 'rollout', 'status', 'deployment/web', '--timeout=180s'], { timeoutMs: 200_000 });
+
+    web = await webPods();
+    assert.equal(web.length, 2);
+    const lookups = c.auditEvents();
+    for (const pod of web) {
+      assert.equal(pod.status.phase, 'Running');
+      const validation = pod.status.initContainerStatuses?.find((s) => s.name === 'istio-validation');
+      assert.equal(validation?.state.terminated?.exitCode, 0, JSON.stringify(validation));
+      const validateLog = await c.kubectl(['-n', NS, 'logs', pod.metadata.name, '-c', 'istio-validation']);
+      assert.match(validateLog.stdout, /^istio-cni validate: traffic capture works/, 'our validate ran as istio-validation');
+
+      const sandbox = await c.podSandbox(pod.metadata.uid);
+      sandboxes.push(sandbox);
+      assert.deepEqual(await h.iptablesS(sandbox.netns, 'nft'), SEED);
+      assert.ok(await h.iptablesIsEmpty(sandbox.netns, 'legacy'), 'nothing in the other backend');
+      const add = c.pluginLog().find((l) => l.verb === 'ADD' && l.containerId === sandbox.id);
+      assert.equal(add?.decision, 'redirect', JSON.stringify(add));
+      assert.equal(add?.pod, `${NS}/${pod.metadata.name}`);
+      // The plugin had the pod from the installer's node-local cache, which watches the API server.
+      assert.equal(add?.podSource, 'cache', JSON.stringify(add));
+      assert.ok(!lookups.some((e) => e.objectRef?.name === pod.metadata.name), `no request for ${pod.metadata.name} itself`);
+    }
+    const watches = lookups.filter((e) => e.objectRef?.resource === 'pods' && ['list', 'watch'].includes(e.verb));
+    assert.ok(watches.length > 0 && watches.every((e) => e.requestURI.includes(`fieldSelector=spec.nodeName%3D${c.NODE_NAME}`)),
+      `the installer's cache lists and watches this node's pods only: ${watches.map((e) => e.requestURI).join(' ')}`);
+  });
+
+  it('3. traffic over the bridge: A → B is captured on A\'s 15001 with B as the original destination; B\'s inbound lands on B\'s 15006; uid 1337 is not captured', async () => {
+    const [a, b] = web as [Pod, Pod];
+    const target = `${b.status.podIP}:8080`;
+    const proxy = a.spec.containers.find((x) => x.name === 'istio-proxy')!;
+    assert.equal(proxy.securityContext?.runAsUser, 1337, 'the injected proxy runs as 1337');
+
+    const outbound = await connectFrom(a, 'app', target);
+    assert.deepEqual({ pod: outbound.pod, listener: outbound.listener, original_dst: outbound.original_dst },
+      { pod: a.metadata.name, listener: 15001, original_dst: target });
+
+    // The proxy's own connection leaves A uncaptured, crosses the bridge, and B's inbound rules
+    // send it to B's 15006.
+    const inbound = await connectFrom(a, 'istio-proxy', target);
+    assert.deepEqual({ pod: inbound.pod, listener: inbound.listener, original_dst: inbound.original_dst },
+      { pod: b.metadata.name, listener: 15006, original_dst: target });
+    assert.equal(inbound.peer.split(':')[0], a.status.podIP, 'from A\'s pod IP, over the bridge');
+  });
+
+  it('4. an uninjected pod and a kube-system pod get no rules, and the plugin made no API request for them', async () => {
+    const pods = [['plain', NS], ['plain', 'kube-system']] as const;
+    for (const [name, namespace] of pods) await c.kubectl(['apply', '-f', '-'], { input: plainPod(name, namespace) });
+    for (const [name, namespace] of pods) await c.kubectl(['-n', namespace, 'wait', '--for=condition=Ready', `pod/${name}`, '--timeout=120s'], { timeoutMs: 130_000 });
+
+    const reasons: Record<string, RegExp> = { [NS]: /runtime-supplied annotations have no sidecar\.istio\.io\/status/, 'kube-system': /namespace kube-system is excluded/ };
+    for (const [name, namespace] of pods) {
+      const pod = await getPod(namespace, name);
+      const sandbox = await c.podSandbox(pod.metadata.uid);
+      sandboxes.push(sandbox);
+      for (const backend of ['nft', 'legacy'] as const) {
+        for (const table of ['nat', 'mangle']) assert.deepEqual(ours(await h.iptablesS(sandbox.netns, backend, table)), [], `${namespace}/${name} ${backend} ${table}`);
+      }
+      const add = c.pluginLog().find((l) => l.verb === 'ADD' && l.containerId === sandbox.id);
+      assert.equal(add?.decision, 'pass', JSON.stringify(add));
+      assert.match(add?.reason ?? '', reasons[namespace]!);
+      assert.equal(add?.apiAttempts, 0);
+      const requests = c.auditEvents().filter((e) => e.objectRef?.namespace === namespace && e.objectRef.name === name);
+      assert.deepEqual(requests, [], `the API server saw no request by ${c.PLUGIN_USER} for ${namespace}/${name}`);
+    }
+  });
+
+  it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin, repair and the taint need and nothing more', async () => {
+    const granted = await permissions(c.PLUGIN_USER);
+    // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
+    const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
+    const extra = [...granted].filter((p) => !baseline.has(p)).sort();
+    // nodes get, patch: the readiness taint (deploy/taint); pods get: the plugin's direct lookup
+    // (when the pod cache misses); list, watch: the installer's pod cache and repair; patch,
+    // delete: repair's label and delete modes.
+    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
+    // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
+    // installer read its node (no taint to take off), the pod cache and repair listed and watched
+    // this node's pods; each said who it is.
+    const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
+    assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['nodes get', 'pods list', 'pods watch']);
+    const { version } = JSON.parse(readFileSync(join(h.REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    const ours = events.filter((e) => e.objectRef?.resource === 'nodes' || e.requestURI.includes('watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion='));
+    assert.deepEqual([...new Set(ours.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the installer\'s node read and repair\'s watch say who they are');
+  });
+
+  it('6a. kubectl delete pod: the kubelet\'s DEL takes our chains out, then containerd removes the netns', async () => {
+    const pod = web[0]!;
+    const sandbox = await c.podSandbox(pod.metadata.uid);
+    // Keep the netns alive past its removal to read what the DEL left in it.
+    const keep = join(h.makeTempDir('icni-keep-'), 'netns');
+    writeFileSync(keep, '');
+    await h.runOk(['/usr/bin/mount', '--bind', sandbox.netns, keep]);
+    const unmount = h.registerCleanup(`umount ${keep}`, () => void spawnSync('/usr/bin/umount', [keep]));
+    try {
+      assert.deepEqual(await h.iptablesS(keep, 'nft'), SEED);
+      await c.kubectl(['-n', NS, 'delete', 'pod', pod.metadata.name, '--wait=true', '--timeout=60s'], { timeoutMs: 70_000 });
+      await c.waitUntil(`${sandbox.netns} removed`, async () => !existsSync(sandbox.netns), 60_000);
+      assert.deepEqual(ours(await h.iptablesS(keep, 'nft')), [], 'no ISTIO chain or jump left');
+      const del = c.pluginLog().filter((l) => l.verb === 'DEL' && l.containerId === sandbox.id);
+      assert.ok(del.length >= 1 && del.every((l) => l.msg === 'DEL ok'), JSON.stringify(del));
+    } finally {
+      await unmount();
+    }
+  });
+
+  startupRaceScenarios(sandboxes);
+
+  it('6b. kubectl delete -k of the overlay: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
+    await c.uninstallDaemonSet();
+    await c.waitUntil('the installer\'s clean-up', async () => readdirSync(c.paths.cniNet).length === 1 || readdirSync(c.paths.cniNet).join(' '), 30_000);
+    assert.deepEqual(readdirSync(c.paths.cniNet), [c.PRIMARY_CONFLIST]);
+    assert.deepEqual(JSON.parse(readFileSync(join(c.paths.cniNet, c.PRIMARY_CONFLIST), 'utf8')), JSON.parse(c.primaryConflist()));
+    assert.deepEqual(readdirSync(c.paths.cniBin).sort(), ['bridge', 'host-local', 'loopback']);
+    assert.deepEqual(readdirSync(c.paths.podCache), [], 'the pod cache\'s socket is gone');
+  });
+
+  it('7. cluster.sh down leaves the machine as it found it', async (t) => {
+    for (const pod of await webPods()) sandboxes.push(await c.podSandbox(pod.metadata.uid));
+    const r = await h.run(['/usr/bin/bash', join(h.REPO_ROOT, 'scripts', 'cluster.sh'), 'down'], { timeoutMs: 300_000, env: h.minimalEnv({ HOME: process.env.HOME ?? '/root' }) });
+    assert.equal(r.code, 0, r.stderr);
+    t.diagnostic(r.stderr.trim().split('\n').at(-2) ?? '');
+    assert.deepEqual(leftovers(machineBefore, c.CLUSTER_DIR, sandboxes), []);
+  });
+});
