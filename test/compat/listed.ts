@@ -3,6 +3,7 @@
  * reason; the README's tables are these (scripts/compat.ts --update-readme writes them).
  */
 import type { Difference, Profile } from './differential.ts';
+import type { NftDifference } from './nft-state.ts';
 import type { GeneratedPod, Tag } from './pods.ts';
 
 export interface Refusal {
@@ -98,6 +99,31 @@ export function listedRuleDifference(d: Difference, pod: GeneratedPod): string |
   return SEED_RULE_DIFFERENCES.find((r) => r.pattern.test(text) && (r.when?.(pod) ?? true))?.id;
 }
 
+/** A difference between our native nftables tables and those of Istio's native nftables mode. */
+export interface NftablesDifference {
+  id: string;
+  is: (d: NftDifference) => boolean;
+  why: string;
+}
+
+/** Where the istio-current rules in nftables form differ from Istio's native nftables mode. */
+export const NFTABLES_DIFFERENCES: NftablesDifference[] = [
+  {
+    id: 'ipv4-only-pod-ipv6',
+    is: (d) => d.kind === 'only-ours' && /^istio-proxy-[a-z]+\/(prerouting|output) \(IPv6\)$/.test(d.where) && d.line === 'meta nfproto ipv6 counter return',
+    why: 'A pod without IPv6 capture: our hooked chains first return IPv6 packets (`meta nfproto ipv6 return`), as with iptables, where such a pod gets no ip6tables rules at all; Istio\'s native mode, whose inet tables see both families, captures its IPv6 too.',
+  },
+  {
+    id: 'invalid-drop-protocols',
+    is: (d) => d.where.startsWith('istio-proxy-mangle/prerouting') && d.line === (d.kind === 'only-ours' ? 'ct state invalid counter jump istio-drop' : 'meta l4proto tcp ct state invalid counter jump istio-drop'),
+    why: 'INVALID_DROP: Istio\'s native mode drops only TCP packets conntrack finds INVALID, its iptables mode (and the istio-current profile, which is that rule set) every protocol\'s.',
+  },
+];
+
+export function listedNftablesDifference(d: NftDifference): string | undefined {
+  return NFTABLES_DIFFERENCES.find((n) => n.is(d))?.id;
+}
+
 export interface DecisionDifference {
   /** A case of test/compat/decision.test.ts. */
   case: string;
@@ -158,6 +184,12 @@ export function readmeTables(): string {
     '| difference | why |',
     '| --- | --- |',
     ...[...SEED_RULE_DIFFERENCES, SEED_IPV6_ONLY_OURS].map((d) => `| \`${d.id}\` | ${cell(d.why)} |`),
+    '',
+    'Native nftables (`"iptables_backend": "nftables"`, istio-current) against Istio\'s plugin with `native_nftables`:',
+    '',
+    '| difference | why |',
+    '| --- | --- |',
+    ...NFTABLES_DIFFERENCES.map((d) => `| \`${d.id}\` | ${cell(d.why)} |`),
     '',
     'Capture decisions that differ from Istio\'s plugin (test/compat/decision.test.ts; both profiles decide alike):',
     '',

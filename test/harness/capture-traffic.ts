@@ -28,9 +28,9 @@ export function annotatedPod(annotations: Record<string, string>, proxy: (c: Con
   return pod;
 }
 
-/** libcni ADD (and a passing CHECK) of `pod` as WEB on `backend`; the pod's addresses. */
-export async function addCaptured(pod: Pod, opts: { backend: CaptureBackend; tag: string; subnet6?: string }) {
-  const e = await makeE2E({ tag: opts.tag, pods: [pod], conflist: { iptablesBackend: opts.backend, ...(opts.subnet6 ? { subnet6: opts.subnet6 } : {}) } });
+/** libcni ADD (and a passing CHECK) of `pod` as WEB on `backend` (`istio`: more of our entry's config); the pod's addresses. */
+export async function addCaptured(pod: Pod, opts: { backend: CaptureBackend; tag: string; subnet6?: string; istio?: Record<string, unknown> }) {
+  const e = await makeE2E({ tag: opts.tag, pods: [pod], conflist: { iptablesBackend: opts.backend, ...(opts.subnet6 ? { subnet6: opts.subnet6 } : {}), ...(opts.istio ? { istio: opts.istio } : {}) } });
   const add = await e.run('add', WEB);
   assert.equal(add.code, 0, `${add.stdout}\n${add.stderr}`);
   const entries = (add.json as { ips: { address: string; gateway?: string }[] }).ips;
