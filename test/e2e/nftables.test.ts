@@ -233,8 +233,15 @@ describe('istio-cni explain --backend nftables', () => {
     assert.doesNotMatch(out.stdout, /iptables|^-A /m);
     const v6 = await h.run([...asNobody, h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--ipv6', '--backend', 'nftables']);
     assert.match(v6.stdout, /^add rule inet istio-proxy-nat istio-output ip6 saddr ::6 oifname "lo" counter return$/m);
+    // Either profile: current Istio's rules as nft writes them (the flags before the manifest too).
+    const current = await h.run([...asNobody, h.DEFAULT_ISTIO_CNI_BIN, 'explain', '--backend', 'nftables', '--profile', 'istio-current', manifest]);
+    assert.equal(current.code, 0, current.stderr);
+    assert.match(current.stdout, /^add rule inet istio-proxy-nat istio-inbound tcp dport 15008 counter return\nadd rule inet istio-proxy-nat istio-inbound tcp dport 9080 counter jump istio-in-redirect$/m);
     const bad = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--backend', 'ebpf']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /^istio-cni explain: --backend: /);
+    const two = await h.run([h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, manifest]);
+    assert.equal(two.code, 2);
+    assert.match(two.stderr, /^istio-cni explain: one pod manifest, not 2\nusage: /);
   });
 });
