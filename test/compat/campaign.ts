@@ -109,7 +109,7 @@ export function judgeNftables(r: NftablesCaseResult, t: ProfileTally): void {
     return;
   }
   const unexplained = found.filter((d) => {
-    const id = d.kind === 'hook' || d.where.startsWith('ip ') ? undefined : listedNftablesDifference(d);
+    const id = d.kind === 'hook' || d.where.startsWith('ip ') ? undefined : listedNftablesDifference(d, r.pod, found);
     if (id !== undefined) count(t.listed, id);
     return id === undefined;
   });
