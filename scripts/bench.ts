@@ -10,7 +10,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT, type JsonObject } from '../test/harness/conflist.ts';
 import { injectedPod, plainPod, startFakeKubeApi, type FakeKubeApi } from '../test/harness/kube-api.ts';
@@ -87,7 +87,8 @@ async function ensureBuilt(): Promise<void> {
   if (r.stdout.trim() !== '') log(r.stdout.trim());
   if (!existsSync(BARE_NODE)) {
     log(`installing the reference Node into ${NODE_RUNTIME}`);
-    await runOk(['npm', 'ci', '--prefix', NODE_RUNTIME, '--no-audit', '--no-fund', '--loglevel=error'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 300_000 });
+    // The npm beside this node: the harness runs programs by absolute path only.
+    await runOk([join(dirname(process.execPath), 'npm'), 'ci', '--prefix', NODE_RUNTIME, '--no-audit', '--no-fund', '--loglevel=error'], { cwd: REPO_ROOT, env: process.env, timeoutMs: 300_000 });
   }
 }
 

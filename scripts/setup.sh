@@ -3,8 +3,8 @@
 # - installs the Debian packages the e2e tests need (only when dpkg says some are missing;
 #   `apt-get update` only when the package lists are absent or the install fails without it)
 # - runs `npm ci` in the repo root (skipped when node_modules matches package-lock.json)
-# - builds the real-cluster tests' programs from their Go modules (cluster/build.sh k8s, istio)
-#   into a cache outside the work tree, keyed by the pinned versions
+# - builds the real-cluster tests' programs and helm from their Go modules (cluster/build.sh k8s,
+#   istio, helm) into a cache outside the work tree, keyed by the pinned versions
 # Safe to run repeatedly; the second run takes a few seconds.
 set -euo pipefail
 
@@ -51,7 +51,8 @@ else
 fi
 
 # Kubernetes v1.37.2 + etcd, and Istio's programs (istioctl for kube-inject): cold, each takes
-# 10-20 minutes on 2 cores (see README, "Try it on a real cluster"); warm, a hash and a stat.
-for kit in k8s istio; do
+# 10-20 minutes on 2 cores (see README, "Try it on a real cluster"); helm (the chart's lint and
+# render, the cluster's install): ~2 minutes; warm, a hash and a stat.
+for kit in k8s istio helm; do
   echo "setup.sh: cluster kit $kit in $(bash cluster/build.sh "$kit")"
 done

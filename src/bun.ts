@@ -12,6 +12,7 @@ export interface BunSubprocess {
   /** Resolves with the exit code once the process is gone (null when a signal ended it). */
   readonly exited: Promise<number | null>;
   readonly signalCode: string | null;
+  kill(signal: 'SIGKILL'): void;
 }
 
 export interface BunSocket {
@@ -44,10 +45,8 @@ export interface BunSocketHandler {
 }
 
 export interface Bun {
-  spawn(
-    argv: string[],
-    options: { stdin: Uint8Array; stdout: 'pipe'; stderr: 'pipe'; env: Record<string, string>; timeout: number },
-  ): BunSubprocess;
+  /** stdio: stdin's bytes, stdout and stderr piped, then descriptors the program gets as fd 3, 4, … */
+  spawn(argv: string[], options: { stdio: [Uint8Array, 'pipe', 'pipe', ...number[]]; env: Record<string, string>; timeout: number }): BunSubprocess;
   connect(options: { unix: string; socket: BunSocketHandler } | { hostname: string; port: number; tls?: BunTlsOptions; socket: BunSocketHandler }): Promise<BunSocket>;
 }
 

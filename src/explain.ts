@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { CniError } from './cni/errors.ts';
 import { parseFlags, readCommandLine, UsageError, withUsage } from './flags.ts';
 import { decideFromPod } from './kube/decision.ts';
 import { Pod } from './kube/pod.ts';
+import { InvalidCaptureValue } from './redirect/errors.ts';
 import { renderNftScript, toNftables } from './redirect/nftables.ts';
 import { renderCreate } from './redirect/restore.ts';
 import { captureSettingsFor, ProfileChoice } from './redirect/profile.ts';
@@ -70,7 +70,7 @@ async function explainManifest(args: string[]): Promise<number> {
     process.stdout.write(out);
     return 0;
   } catch (err) {
-    const message = err instanceof CniError ? `${err.message}: ${err.details}` : (err as Error).message;
+    const message = err instanceof InvalidCaptureValue ? `${err.message}: ${err.details}` : (err as Error).message;
     process.stderr.write(`istio-cni explain: ${message}\n`);
     return 1;
   }

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { PluginConfig } from './cni/config.ts';
 
@@ -26,7 +26,7 @@ export function createLogger(config: Pick<PluginConfig, 'logFile' | 'logLevel'>)
   let fd: number;
   try {
     mkdirSync(dirname(config.logFile), { recursive: true, mode: 0o755 });
-    fd = openSync(config.logFile, 'a', 0o600);
+    fd = openLogFile(config.logFile);
   } catch (err) {
     writeSync(2, `istio-cni: cannot open log file ${config.logFile}: ${(err as Error).message}; logging disabled\n`);
     return SILENT;
@@ -43,4 +43,23 @@ export function createLogger(config: Pick<PluginConfig, 'logFile' | 'logLevel'>)
     }
   };
   return { info: writer(LEVELS.info), error: writer(LEVELS.error) };
+}
+
+/**
+ * Opens the log for appending as root: never through a link (it could name any file), never waiting
+ * on a FIFO, only a regular file of our own, and readable by nobody else (an existing file is made
+ * 0600: pod names and errors are logged).
+ */
+function openLogFile(path: string): number {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY, 0o600);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new Error('not a regular file');
+    if (stat.uid !== process.getuid?.()) throw new Error(`owned by uid ${stat.uid}, not by this process`);
+    if ((stat.mode & 0o077) !== 0) fchmodSync(fd, stat.mode & 0o700);
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
 }

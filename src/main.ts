@@ -12,9 +12,14 @@ import { decide, type Decided } from './kube/lookup.ts';
 import { createLogger, type Logger } from './log.ts';
 import { applyCapture, captureDifferences, removeCapture, resolveCaptureBackend } from './netns/capture.ts';
 import { stopExecuting } from './netns/exec.ts';
-import { checkNetnsPath } from './netns/netns.ts';
+import { openPodNetns, type PodNetns } from './netns/netns.ts';
+import { reportOutcome } from './podcache/client.ts';
+import { InvalidCaptureValue } from './redirect/errors.ts';
 import { captureSettingsFor } from './redirect/profile.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './redirect/settings.ts';
+
+/** How many differences CHECK's error names. */
+const MAX_DIFFERENCES_NAMED = 50;
 
 /** What one invocation did, written as the verb's single log line. */
 type Summary = Record<string, unknown>;
@@ -31,20 +36,20 @@ async function cmdAdd({ config, invocation, summary }: VerbContext): Promise<obj
   if (decision.redirect) {
     // Validated before the netns is touched: a bad annotation changes nothing.
     const settings = captureSettings(config, decision);
-    requireNetns(invocation.netns);
-    summary.rules = await applyCapture(invocation.netns, resolveCaptureBackend(config.iptablesBackend), settings);
+    summary.rules = await applyCapture(requireNetns(invocation.netns), resolveCaptureBackend(config.iptablesBackend), settings);
   }
   return passThroughResult(config);
 }
 
 async function cmdDel({ config, invocation, summary }: VerbContext): Promise<undefined> {
   // The sandbox may be gone already (containerd's second DEL has no netns): nothing left to undo.
-  if (invocation.netns === '' || !checkNetnsPath(invocation.netns)) {
+  const netns = invocation.netns === '' ? undefined : openPodNetns(invocation.netns);
+  if (netns === undefined) {
     summary.rules = 'netns gone';
     return;
   }
   // DEL makes no API call: TPROXY's mark and route table are fixed, so the defaults find them.
-  const removed = await removeCapture(invocation.netns, resolveCaptureBackend(config.iptablesBackend), DEFAULT_SETTINGS);
+  const removed = await removeCapture(netns, resolveCaptureBackend(config.iptablesBackend), DEFAULT_SETTINGS);
   summary.rules = removed ? 'removed' : 'none';
 }
 
@@ -53,10 +58,11 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   const decision = await decide(config, invocation.args);
   noteDecision(summary, decision);
   const settings = decision.redirect ? captureSettings(config, decision) : undefined;
-  requireNetns(invocation.netns);
-  const found = await captureDifferences(invocation.netns, resolveCaptureBackend(config.iptablesBackend), settings);
+  const found = await captureDifferences(requireNetns(invocation.netns), resolveCaptureBackend(config.iptablesBackend), settings);
   if (found.length > 0) {
-    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.join('; '));
+    // A netns may hold any number of rules (a pod with NET_ADMIN owns it): name the first few.
+    const more = found.length > MAX_DIFFERENCES_NAMED ? `; and ${found.length - MAX_DIFFERENCES_NAMED} more` : '';
+    throw new CniError(ErrorCode.RulesMismatch, 'traffic capture rules differ from what the pod needs', found.slice(0, MAX_DIFFERENCES_NAMED).join('; ') + more);
   }
   summary.rules = 'as expected';
 }
@@ -94,8 +100,10 @@ function requireVersion(version: CniVersion, minimum: CniVersion, verb: string):
   }
 }
 
-function requireNetns(netns: string): void {
-  if (!checkNetnsPath(netns)) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${netns} does not exist`);
+function requireNetns(path: string): PodNetns {
+  const netns = openPodNetns(path);
+  if (netns === undefined) throw new CniError(ErrorCode.InvalidNetns, 'invalid CNI_NETNS', `${path} does not exist`);
+  return netns;
 }
 
 function captureSettings(config: PluginConfig, decision: Extract<Decided, { redirect: true }>): RedirectSettings {
@@ -103,6 +111,11 @@ function captureSettings(config: PluginConfig, decision: Extract<Decided, { redi
     { annotations: decision.annotations, proxy: decision.proxy, podIps: addressesOf(config.prevResult), defaults: config.capture },
     config.rulesProfile,
   );
+}
+
+/** A capture value the rule core refuses (reading the pod, or building its rules) is the protocol's error 106. */
+function protocolError(err: unknown): unknown {
+  return err instanceof InvalidCaptureValue ? new CniError(ErrorCode.InvalidAnnotation, err.message, err.details) : err;
 }
 
 function noteDecision(summary: Summary, decision: Decided): void {
@@ -136,12 +149,16 @@ function writeOut(text: string): void {
   for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done);
 }
 
-/** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line. */
+/** One CNI invocation: environment and stdin in, a result or a SPEC error out, one log line, one report. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = monotonicMs();
   const summary: Summary = {};
   let log: Logger | undefined;
+  let config: PluginConfig | undefined;
   let stdin = '';
+  /** The SPEC error code the runtime got (0: success) and how long the verb took, as logged and reported. */
+  let code = 0;
+  let durationMs = 0;
   // stdout carries one answer: the verb's, or SIGTERM's when that comes first.
   let answered = false;
   const print = (value: object) => {
@@ -149,14 +166,17 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     answered = true;
     writeOut(`${JSON.stringify(value)}\n`);
   };
-  const fail = (err: unknown) => {
+  const fail = (thrown: unknown) => {
+    const err = protocolError(thrown);
     const specError = toSpecError(err, versionOf(stdin));
     const first = !answered;
     print(specError);
     if (!first) return;
     process.exitCode = 1;
+    code = specError.code;
+    durationMs = monotonicMs() - started;
     const stack = err instanceof CniError ? undefined : (err as Error)?.stack;
-    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(monotonicMs() - started) }, `${String(summary.verb ?? 'invocation')} failed`);
+    log?.error({ ...summary, code: specError.code, error: specError.msg, details: specError.details, stack, durationMs: Math.round(durationMs) }, `${String(summary.verb ?? 'invocation')} failed`);
   };
   // A runtime that gives up on us sends SIGTERM: answer at once, but only after a running iptables
   // transaction is over, so the netns is final when we exit (all of the rules or none of them).
@@ -174,15 +194,25 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
       print(versionResult(stdin));
       return;
     }
-    const config = parseConfig(stdin);
+    config = parseConfig(stdin);
     log = createLogger(config);
     const invocation = readInvocation(command, env);
     Object.assign(summary, { containerId: invocation.containerId, netns: invocation.netns, pod: podOf(invocation.args) });
     const result = await VERBS[command]({ config, invocation, summary });
     if (result !== undefined) print(result);
     answered = true;
-    log.info({ ...summary, durationMs: Math.round(monotonicMs() - started) }, `${command} ok`);
+    durationMs = monotonicMs() - started;
+    log.info({ ...summary, durationMs: Math.round(durationMs) }, `${command} ok`);
   } catch (err) {
     fail(err);
   }
+  report(config, summary, code, durationMs);
+}
+
+/** The outcome to the installer's metrics, over the pod cache's socket when the entry names one (after the answer, never waited on). */
+function report(config: PluginConfig | undefined, summary: Summary, code: number, durationMs: number): void {
+  const verb = summary.verb;
+  if (config?.podCache === undefined || (verb !== 'ADD' && verb !== 'DEL' && verb !== 'CHECK')) return;
+  const decision = summary.decision === 'redirect' || summary.decision === 'pass' ? summary.decision : 'none';
+  reportOutcome(config.podCache.socketPath, { verb, decision, code, durationMs });
 }

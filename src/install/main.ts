@@ -1,10 +1,11 @@
 import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import pino, { type Logger } from 'pino';
+import type { NodePodsHandler } from '../kube/node-pods.ts';
 import { VERSION } from '../version.ts';
 import { serveHttp, type HttpRoutes, type HttpServer } from './http.ts';
-import { installBinary, missingPieces, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig, type InstalledBinaries } from './installer.ts';
+import type { InstallerMetrics, InstallFailure } from './metrics.ts';
+import { DIR_MODE, installBinary, missingPieces, placeEntry, removeBinary, removeEntries, removeKubeconfig, syncKubeconfig, type InstalledBinaries } from './installer.ts';
 import { parseInstallSettings, SettingsError, type InstallSettings } from './settings.ts';
-import { installerConnection, READINESS_TAINT, setReadinessTaint } from './taint.ts';
 
 /** Coalesces a burst of file events (a writer's truncate + write + close) into one round. */
 const SETTLE_MS = 100;
@@ -27,11 +28,11 @@ export async function install(args: string[]): Promise<number> {
   const { settings, log } = started;
   try {
     const binaries = installBinary(settings, await executableToCopy(settings), log);
-    mkdirSync(settings.netDir, { recursive: true });
+    mkdirSync(settings.netDir, { recursive: true, mode: DIR_MODE });
     if (args.includes('--once')) {
       syncKubeconfig(settings, log);
       const placement = placeEntry(settings, log);
-      if (placement === 'placed') return 0;
+      if (placement === 'placed' || placement === 'inserted') return 0;
       log.error({ dir: settings.netDir, placement }, 'our entry is not in place');
       return 1;
     }
@@ -90,30 +91,44 @@ function removeEverything(settings: InstallSettings, log: Logger): void {
 /**
  * Re-checks the kubeconfig and our entry whenever net.d or the service-account volume changes
  * (calico rewriting its config, a new file sorting first, kubelet swapping in a rotated token),
- * until a signal; then removes everything and resolves with the exit code. Meanwhile it answers
- * the kubelet's probes and, with NODE_READINESS_TAINT, takes the node's readiness taint off once
- * everything is in place.
+ * until a signal; then removes everything and resolves with the exit code. Beside it: the kubelet's
+ * probes (/healthz, /readyz) on the HTTP port, metrics on their own port, this node's pods watched
+ * for the pod cache and repair, and, with NODE_READINESS_TAINT, the node's readiness taint taken
+ * off once everything is in place.
  */
 async function keepInstalled(settings: InstallSettings, binaries: InstalledBinaries, log: Logger): Promise<number> {
+  const { InstallerMetrics } = await import('./metrics.ts');
+  const metrics = new InstallerMetrics();
+  const metricsServer = await startMetrics(settings, metrics, log);
   // Serving before our entry names the socket: the plugin's first question finds it.
-  const cache = await startPodCache(settings, log);
+  const agents = await startNodeAgents(settings, metrics, log);
   const http = await startHttp(settings, binaries, log);
-  const taint = settings.readinessTaint === undefined ? undefined : readinessTaint(settings, settings.readinessTaint.nodeName, log);
+  const taint = settings.readinessTaint === undefined ? undefined : await readinessTaint(settings, settings.readinessTaint.nodeName, log);
   let timer: NodeJS.Timeout | undefined;
   let waiting = false;
+  let insertedBefore = false;
   let ready = false;
   const round = () => {
     timer = undefined;
+    let step: InstallFailure = 'CREATE_KUBECONFIG_FAILURE';
     try {
       syncKubeconfig(settings, log);
+      step = 'CREATE_CNI_CONFIG_FAILURE';
       const placement = placeEntry(settings, log);
+      if (placement === 'inserted') {
+        metrics.inserted(insertedBefore);
+        insertedBefore = true;
+      }
       if (placement === 'no-config' && !waiting) log.info({ dir: settings.netDir }, 'waiting for a CNI network config');
       waiting = placement === 'no-config';
       const missing = missingPieces(settings, binaries);
       if ((missing.length === 0) !== ready) log.info({ missing }, missing.length === 0 ? 'ready: the executable, the kubeconfig and our entry are in place' : 'not ready');
       ready = missing.length === 0;
+      metrics.setReady(ready);
       if (ready) taint?.remove();
     } catch (err) {
+      metrics.failed(step);
+      metrics.setReady(false);
       log.error({ err }, 'could not put our entry in place; retrying');
       timer ??= setTimeout(round, RETRY_MS);
     }
@@ -144,7 +159,8 @@ async function keepInstalled(settings: InstallSettings, binaries: InstalledBinar
         log.error({ err }, 'clean-up failed');
         code = 1;
       }
-      await Promise.all([cache?.close(), http?.close()]);
+      metrics.setReady(false);
+      await Promise.all([agents.close(), http?.close(), metricsServer?.close()]);
       resolve(code);
     };
     process.on('SIGTERM', stop);
@@ -152,7 +168,7 @@ async function keepInstalled(settings: InstallSettings, binaries: InstalledBinar
   });
   round();
   // Logged once the signal handlers are in place: from here on a SIGTERM always cleans up.
-  log.info({ version: VERSION, netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off', readinessTaint: taint !== undefined, http: http?.port ?? 'off' }, 'watching for changes');
+  log.info({ version: VERSION, netDir: settings.netDir, binDirs: settings.binDirs, podCache: settings.podCache?.socketPath ?? 'off', repair: settings.repair?.mode ?? 'off', readinessTaint: taint !== undefined, http: http?.port ?? 'off', metrics: metricsServer?.port ?? 'off' }, 'watching for changes');
   return stopped;
 }
 
@@ -185,21 +201,26 @@ async function startHttp(settings: InstallSettings, binaries: InstalledBinaries,
  * server that is away only delays it), restore() puts it back when the installer stops, bounded
  * so that the clean-up still fits the pod's termination grace period.
  */
-function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger): { remove(): void; restore(): Promise<void> } {
+async function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger): Promise<{ remove(): void; restore(): Promise<void> }> {
+  // settings.ts refuses NODE_READINESS_TAINT without KUBERNETES_SERVICE_HOST.
+  const api = settings.api!;
+  const { apiErrorMessage, coreClient, serviceAccountConfig } = await import('../kube/node-pods.ts');
+  const { READINESS_TAINT, setReadinessTaint } = await import('./taint.ts');
+  const core = coreClient(serviceAccountConfig(api.server, api.skipTlsVerify, settings.serviceAccountDir));
   let state: 'on' | 'removing' | 'off' = 'on';
   let retryMs = RETRY_MS;
   let retry: NodeJS.Timeout | undefined;
   const remove = () => {
     if (state !== 'on') return;
     state = 'removing';
-    setReadinessTaint(installerConnection(settings), nodeName, false).then(
+    setReadinessTaint(core, nodeName, false).then(
       (changed) => {
         state = 'off';
         log.info({ node: nodeName, taint: READINESS_TAINT.key, changed }, changed ? 'removed the node\'s readiness taint' : 'the node has no readiness taint');
       },
-      (err: Error) => {
+      (err: unknown) => {
         state = 'on';
-        log.warn({ node: nodeName, error: err.message, retryInMs: retryMs }, 'could not remove the node\'s readiness taint; retrying');
+        log.warn({ node: nodeName, error: apiErrorMessage(err), retryInMs: retryMs }, 'could not remove the node\'s readiness taint; retrying');
         retry = setTimeout(remove, retryMs);
         retryMs = Math.min(retryMs * 2, LAST_TAINT_RETRY_MS);
       },
@@ -208,40 +229,95 @@ function readinessTaint(settings: InstallSettings, nodeName: string, log: Logger
   const restore = async () => {
     clearTimeout(retry);
     try {
-      const changed = await setReadinessTaint(installerConnection(settings), nodeName, true, AbortSignal.timeout(TAINT_ON_STOP_MS));
+      const changed = await setReadinessTaint(core, nodeName, true, AbortSignal.timeout(TAINT_ON_STOP_MS));
       log.info({ node: nodeName, taint: READINESS_TAINT.key, changed }, 'the node carries the readiness taint again');
     } catch (err) {
       // E.g. `kubectl delete -f deploy/`: the ServiceAccount and its RBAC are gone before this pod.
-      log.warn({ node: nodeName, error: (err as Error).message }, 'could not put the node\'s readiness taint back');
+      log.warn({ node: nodeName, error: apiErrorMessage(err) }, 'could not put the node\'s readiness taint back');
     }
   };
   return { remove, restore };
 }
 
-/** The node-local pod cache: this node's pods from a watch, served to the plugin on a unix socket. */
-async function startPodCache(settings: InstallSettings, log: Logger): Promise<{ close(): Promise<void> } | undefined> {
-  if (settings.podCache === undefined || settings.api === undefined) {
-    log.info('pod cache off: it needs NODE_NAME, KUBERNETES_SERVICE_HOST and POD_CACHE_SOCKET');
-    return undefined;
-  }
-  const { PodStore } = await import('../podcache/store.ts');
-  const { servePodCache } = await import('../podcache/server.ts');
-  const { watchNodePods } = await import('../podcache/watch.ts');
-  const store = new PodStore();
-  let server: Awaited<ReturnType<typeof servePodCache>>;
+/**
+ * /metrics on its own port (Istio's installer serves it on 15014, apart from its probes), on every
+ * address: Prometheus scrapes the node's. One that cannot be bound is logged; the installer carries on.
+ */
+async function startMetrics(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<HttpServer | undefined> {
+  if (settings.monitoringPort === undefined) return undefined;
   try {
-    server = await servePodCache(settings.podCache.socketPath, store, log);
+    const server = await serveHttp({ address: undefined, port: settings.monitoringPort }, {
+      '/metrics': async () => ({ status: 200, contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    }, log);
+    log.info({ port: server.port, path: '/metrics' }, 'serving metrics');
+    return server;
   } catch (err) {
-    // The plugin then asks the API server, as without a cache: no reason to keep pods from starting.
-    log.error({ error: (err as Error).message }, 'pod cache: cannot serve; running without it');
+    log.error({ port: settings.monitoringPort, error: (err as Error).message }, 'cannot serve metrics; running without them');
     return undefined;
   }
-  const watch = watchNodePods({ ...settings.api, serviceAccountDir: settings.serviceAccountDir }, settings.podCache.nodeName, store, log);
-  log.info({ socket: settings.podCache.socketPath, node: settings.podCache.nodeName }, 'pod cache: serving');
+}
+
+/**
+ * The node-local pod cache (this node's pods served to the plugin on a unix socket) and repair
+ * (pods that started without capture, labelled or deleted), both fed by one watch of this node's
+ * pods, with the official client's informer.
+ */
+async function startNodeAgents(settings: InstallSettings, metrics: InstallerMetrics, log: Logger): Promise<{ close(): Promise<void> }> {
+  const nothing = { close: async () => {} };
+  if (settings.api === undefined) {
+    log.info('pod cache and repair off: they need KUBERNETES_SERVICE_HOST');
+    return nothing;
+  }
+  // Imported by name: esbuild keeps the client's generated API groups out only for static imports.
+  const { coreClient, serviceAccountConfig, watchNodePods } = await import('../kube/node-pods.ts');
+  const config = serviceAccountConfig(settings.api.server, settings.api.skipTlsVerify, settings.serviceAccountDir);
+  const handlers: NodePodsHandler[] = [];
+  const closing: (() => Promise<void> | void)[] = [];
+  let onListed = (pods: number) => log.info({ pods }, 'listed this node\'s pods');
+
+  if (settings.podCache === undefined) log.info('pod cache off: it needs NODE_NAME and POD_CACHE_SOCKET');
+  else {
+    const { PodStore } = await import('../podcache/store.ts');
+    const { servePodCache } = await import('../podcache/server.ts');
+    const store = new PodStore();
+    try {
+      const server = await servePodCache(settings.podCache.socketPath, store, log, {
+        answered: (found) => metrics.cacheAnswered(found),
+        reported: (report) => metrics.pluginReported(report),
+      });
+      closing.push(() => server.close());
+      handlers.push({
+        put: (pod) => {
+          if (!store.put(pod)) log.warn({ pod: `${pod.metadata?.namespace}/${pod.metadata?.name}` }, 'pod cache: not a pod the plugin can read; left out');
+        },
+        remove: (pod) => store.remove(pod),
+      });
+      onListed = (pods) => {
+        store.synced = true;
+        log.info({ pods }, 'pod cache: listed this node\'s pods');
+      };
+      log.info({ socket: settings.podCache.socketPath, node: settings.podCache.nodeName }, 'pod cache: serving');
+    } catch (err) {
+      // The plugin then asks the API server, as without a cache: no reason to keep pods from starting.
+      log.error({ error: (err as Error).message }, 'pod cache: cannot serve; running without it');
+    }
+  }
+
+  if (settings.repair !== undefined) {
+    const { repairController } = await import('../repair/controller.ts');
+    const controller = repairController(coreClient(config), settings.repair, log, (type, result) => metrics.repair(type, result));
+    handlers.push(controller);
+    closing.push(() => controller.stop());
+    log.info({ mode: settings.repair.mode, node: settings.repair.nodeName }, 'repair: on');
+  }
+
+  const nodeName = settings.repair?.nodeName ?? settings.podCache?.nodeName;
+  if (handlers.length === 0 || nodeName === undefined) return nothing;
+  const watch = watchNodePods(config, nodeName, { put: (pod) => handlers.forEach((h) => h.put(pod)), remove: (pod) => handlers.forEach((h) => h.remove(pod)) }, log, onListed);
   return {
     async close() {
       watch.stop();
-      await server.close();
+      await Promise.all(closing.map((close) => close()));
     },
   };
 }

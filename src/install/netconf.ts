@@ -54,14 +54,17 @@ function asConflistName(fileName: string): string {
   return fileName.replace(/\.(conf|json)$/, '.conflist');
 }
 
+/** The files the runtime would try, in its order: every config file by byte order (as libcni sorts), or the named one and its .conflist. */
+export function candidateNames(fileNames: Iterable<string>, confName: string | undefined): string[] {
+  // A named single-plugin file may already have been turned into its .conflist.
+  return confName === undefined ? [...fileNames].filter(isConfigFileName).sort(byteOrder) : [confName, asConflistName(confName)];
+}
+
 /**
- * The config the runtime uses: the lowest-sorted valid file (byte order, as libcni sorts), or the
- * named one when CNI_CONF_NAME is set. `files` maps file names to contents.
+ * The config the runtime uses: the first candidate that is valid. `files` maps file names to contents.
  */
 export function primaryConfig(files: ReadonlyMap<string, string>, confName: string | undefined): NetConfig | undefined {
-  // A named single-plugin file may already have been turned into its .conflist.
-  const names = confName === undefined ? [...files.keys()].filter(isConfigFileName).sort(byteOrder) : [confName, asConflistName(confName)];
-  for (const fileName of names) {
+  for (const fileName of candidateNames(files.keys(), confName)) {
     const text = files.get(fileName);
     const config = text === undefined ? undefined : parseNetConfig(fileName, text);
     if (config) return config;

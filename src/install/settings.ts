@@ -61,6 +61,14 @@ const InstallEnv = z.object({
   /** Its port; 0: any free port (the log says which). */
   HTTP_PORT: z.string().regex(/^\d{1,5}$/, 'must be a port number').default('8000').transform(Number).pipe(z.number().max(65535)),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  /** The HTTP port for /metrics, Istio's 15014 by default; 0: any free port (logged); empty: none. */
+  MONITORING_PORT: z
+    .union([z.literal(''), z.string().regex(/^[0-9]{1,5}$/, 'must be a port number (0-65535) or empty').transform(Number).pipe(z.number().max(65535))])
+    .default(15014),
+  /** Repair, as Istio's installer names its settings: on, and which of its two actions (one of them). */
+  REPAIR_ENABLED: Flag.default(false),
+  REPAIR_LABEL_PODS: Flag.default(false),
+  REPAIR_DELETE_PODS: Flag.default(false),
 });
 
 export interface InstallSettings {
@@ -81,6 +89,9 @@ export interface InstallSettings {
   /** The HTTP server of the probes: address (undefined: every address) and port. */
   http: { address: string | undefined; port: number };
   logLevel: z.output<typeof InstallEnv>['LOG_LEVEL'];
+  monitoringPort: number | undefined;
+  /** The repair controller in this process: on with a node name, the API server and one action. */
+  repair: { mode: 'label' | 'delete'; nodeName: string } | undefined;
 }
 
 export class SettingsError extends Error {}
@@ -120,7 +131,20 @@ export function parseInstallSettings(env: NodeJS.ProcessEnv): InstallSettings {
     readinessTaint: e.NODE_READINESS_TAINT && e.NODE_NAME !== undefined ? { nodeName: e.NODE_NAME } : undefined,
     http: { address: e.HTTP_ADDRESS === '' ? undefined : e.HTTP_ADDRESS, port: e.HTTP_PORT },
     logLevel: e.LOG_LEVEL,
+    monitoringPort: e.MONITORING_PORT === '' ? undefined : e.MONITORING_PORT,
+    repair: repairSettings(e),
   };
+}
+
+function repairSettings(e: z.output<typeof InstallEnv>): InstallSettings['repair'] {
+  if (!e.REPAIR_ENABLED) return undefined;
+  if (e.REPAIR_LABEL_PODS === e.REPAIR_DELETE_PODS) {
+    throw new SettingsError('invalid environment: REPAIR_ENABLED needs exactly one of REPAIR_LABEL_PODS and REPAIR_DELETE_PODS (repairing a pod in place, REPAIR_REPAIR_PODS, is not supported)');
+  }
+  if (e.NODE_NAME === undefined || e.KUBERNETES_SERVICE_HOST === undefined) {
+    throw new SettingsError('invalid environment: REPAIR_ENABLED needs NODE_NAME (the node whose pods to repair) and KUBERNETES_SERVICE_HOST');
+  }
+  return { mode: e.REPAIR_LABEL_PODS ? 'label' : 'delete', nodeName: e.NODE_NAME };
 }
 
 function serverUrl(protocol: string, host: string, port: number): string {

@@ -1,6 +1,6 @@
 import { monotonicMs } from '../clock.ts';
 import { CniError, ErrorCode } from '../cni/errors.ts';
-import { get, RequestTimeout, TlsMaterialError } from './http1.ts';
+import { get, MAX_RESPONSE_BYTES, RequestTimeout, ResponseTooLarge, TlsMaterialError } from './http1.ts';
 import { bearerToken, endpoint, type KubeConnection } from './kubeconfig.ts';
 import { USER_AGENT } from '../version.ts';
 import { Pod } from './pod.ts';
@@ -95,6 +95,7 @@ async function attemptGet(conn: KubeConnection, path: string, timeoutMs: number)
     // The kubeconfig's CA, certificate or key does not parse: its error, not an outage to retry.
     if (err instanceof TlsMaterialError) throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `TLS credentials unusable: ${err.message}`);
     if (err instanceof RequestTimeout) return { kind: 'timeout', afterMs: Math.round(timeoutMs) };
+    if (err instanceof ResponseTooLarge) return { kind: 'too-large', limitBytes: MAX_RESPONSE_BYTES };
     return { kind: 'failure', error: err as NodeJS.ErrnoException };
   }
 }

@@ -9,6 +9,15 @@ export interface HttpResponse {
 /** The whole request (connect, TLS, answer) did not finish in time. */
 export class RequestTimeout extends Error {}
 
+/**
+ * The most a response may hold, headers included: a Pod is at most 1.5 MiB (etcd's request limit),
+ * and an answer that never ends must not take the plugin's memory with it.
+ */
+export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+/** The answer grew beyond MAX_RESPONSE_BYTES: asking again cannot help. */
+export class ResponseTooLarge extends Error {}
+
 /** TLS material the runtime cannot use (a CA, certificate or key that does not parse): no connection was made. */
 export class TlsMaterialError extends Error {}
 
@@ -35,6 +44,7 @@ export function get(request: GetRequest): Promise<HttpResponse> {
   let unsent = new TextEncoder().encode(`${head.join('\r\n')}\r\n\r\n`);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let received = 0;
     let socket: BunSocket | undefined;
     let settled = false;
     const settle = (outcome: () => void) => {
@@ -75,7 +85,13 @@ export function get(request: GetRequest): Promise<HttpResponse> {
           // Verification failed: the error carries Node's codes (DEPTH_ZERO_SELF_SIGNED_CERT, ...).
           handshake: (s, authorized, error) => (authorized ? send(s) : fail(error ?? new Error('TLS handshake failed'))),
           drain: (s) => send(s),
-          data: (_s, chunk) => void chunks.push(Buffer.from(chunk)),
+          data: (s, chunk) => {
+            received += chunk.length;
+            if (received <= MAX_RESPONSE_BYTES) return void chunks.push(Buffer.from(chunk));
+            // Settled first: the close that terminate() brings must not read the answer cut short.
+            fail(new ResponseTooLarge(`response larger than ${MAX_RESPONSE_BYTES} bytes`));
+            s.terminate();
+          },
           // `Connection: close`: the server's end of the stream is the end of the answer.
           end: answered,
           close: answered,

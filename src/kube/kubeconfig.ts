@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CniError, ErrorCode } from '../cni/errors.ts';
+import { readRegularFile } from '../files.ts';
 
 const Cluster = z.object({
   server: z.url({ protocol: /^https?$/ }),
@@ -46,10 +46,18 @@ export interface KubeConnection {
 const invalid = (path: string, why: string) =>
   new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `${path}: ${why}`);
 
+/** A kubeconfig, and each file it names, is at most this large. */
+const MAX_FILE_BYTES = 1024 * 1024;
+
+/** Reads the kubeconfig or a file it names: a FIFO or a device there (net.d is shared) is refused, not waited on. */
+function readKubeFile(path: string): Buffer {
+  return readRegularFile(path, { maxBytes: MAX_FILE_BYTES, followLinks: true }).bytes;
+}
+
 export function loadKubeconfig(path: string): KubeConnection {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readKubeFile(path).toString('utf8');
   } catch (err) {
     throw invalid(path, (err as Error).message);
   }
@@ -89,7 +97,7 @@ export function parseKubeconfig(text: string, path: string): KubeConnection {
     if (data !== undefined) return Buffer.from(data, 'base64');
     if (file === undefined) return undefined;
     try {
-      return readFileSync(resolve(base, file));
+      return readKubeFile(resolve(base, file));
     } catch (err) {
       throw invalid(path, `${what}: ${(err as Error).message}`);
     }
@@ -113,7 +121,7 @@ export function parseKubeconfig(text: string, path: string): KubeConnection {
 export function bearerToken(conn: KubeConnection): string | undefined {
   if (conn.tokenFile === undefined) return conn.token;
   try {
-    return readFileSync(conn.tokenFile, 'utf8').trim();
+    return readKubeFile(conn.tokenFile).toString('utf8').trim();
   } catch (err) {
     throw new CniError(ErrorCode.KubeconfigInvalid, 'invalid kubeconfig', `tokenFile: ${(err as Error).message}`);
   }

@@ -10,7 +10,7 @@ export interface LookupPolicy {
 
 export type Answer = { kind: 'answer'; status: number; body: string; retryAfter?: string };
 /** What one request came to. */
-export type Attempt = Answer | { kind: 'timeout'; afterMs: number } | { kind: 'failure'; error: NodeJS.ErrnoException };
+export type Attempt = Answer | { kind: 'timeout'; afterMs: number } | { kind: 'too-large'; limitBytes: number } | { kind: 'failure'; error: NodeJS.ErrnoException };
 
 /**
  * OpenSSL's verification failures as Node reports them: the server is not who the kubeconfig says, and
@@ -34,13 +34,15 @@ const UNTRUSTED_CERTIFICATE = new Set([
 
 /**
  * Whether another attempt can help, and what went wrong in words. Retried: no answer in time, a failed
- * connection, 404 (briefly), 429 and 5xx. Not retried: an untrusted server certificate, 401, 403 and
- * any other status.
+ * connection, 404 (briefly), 429 and 5xx. Not retried: an untrusted server certificate, an answer too
+ * large to read, 401, 403 and any other status.
  */
 export function judge(attempt: Attempt): { retry: boolean; reason: string } {
   switch (attempt.kind) {
     case 'timeout':
       return { retry: true, reason: `no answer within ${attempt.afterMs} ms` };
+    case 'too-large':
+      return { retry: false, reason: `response larger than ${attempt.limitBytes} bytes` };
     case 'failure':
       if (UNTRUSTED_CERTIFICATE.has(attempt.error.code ?? '')) {
         return { retry: false, reason: `server certificate not trusted (${attempt.error.code}): ${attempt.error.message}` };
@@ -72,7 +74,7 @@ export function backoffMs(attempt: number, random: () => number = Math.random): 
 }
 
 /** The API server's Status message, when the body is one. */
-export function statusMessage(body: string): string {
+function statusMessage(body: string): string {
   try {
     const message = (JSON.parse(body) as { message?: unknown } | null)?.message;
     return typeof message === 'string' ? message : '';

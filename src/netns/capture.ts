@@ -6,6 +6,7 @@ import { buildRuleSet, usesTproxyRouting, type RuleSet } from '../redirect/rules
 import type { RedirectSettings } from '../redirect/settings.ts';
 import { executeInNetns } from './exec.ts';
 import { applyRuleSet, readState, removeRuleSet, resolveBackend, type Backend } from './iptables.ts';
+import type { PodNetns } from './netns.ts';
 import { applyNftables, discardNftables, nftablesDifferences, removeNftables } from './nftables.ts';
 
 const IP = '/usr/sbin/ip';
@@ -20,11 +21,11 @@ export function resolveCaptureBackend(choice: Backend | 'auto' | 'nftables'): Ca
   return choice === 'nftables' ? choice : resolveBackend(choice);
 }
 
-async function ip(netns: string, args: string[]) {
+async function ip(netns: PodNetns, args: string[]) {
   return executeInNetns(netns, [IP, ...args]);
 }
 
-async function ipOrFail(netns: string, args: string[]): Promise<string> {
+async function ipOrFail(netns: PodNetns, args: string[]): Promise<string> {
   const result = await ip(netns, args);
   if (result.code !== 0) {
     throw new CniError(ErrorCode.IptablesFailed, `ip ${args.join(' ')} failed`, `${netns}: ${result.stderr.trim()}`);
@@ -35,19 +36,19 @@ async function ipOrFail(netns: string, args: string[]): Promise<string> {
 /** `fwmark 0x539 lookup 133` as `ip rule show` prints it. */
 const tproxyRuleText = (s: RedirectSettings) => `fwmark 0x${s.tproxyMark.toString(16)} lookup ${s.tproxyRouteTable}`;
 
-async function hasTproxyRule(netns: string, family: Family, s: RedirectSettings): Promise<boolean> {
+async function hasTproxyRule(netns: PodNetns, family: Family, s: RedirectSettings): Promise<boolean> {
   return (await ipOrFail(netns, [`-${family}`, 'rule', 'show'])).includes(tproxyRuleText(s));
 }
 
 /** TPROXY-marked packets are routed to lo: a policy rule for the mark and a local default route. */
-async function addTproxyRouting(netns: string, family: Family, s: RedirectSettings): Promise<void> {
+async function addTproxyRouting(netns: PodNetns, family: Family, s: RedirectSettings): Promise<void> {
   if (!(await hasTproxyRule(netns, family, s))) {
     await ipOrFail(netns, [`-${family}`, 'rule', 'add', 'fwmark', String(s.tproxyMark), 'lookup', String(s.tproxyRouteTable)]);
   }
   await ipOrFail(netns, [`-${family}`, 'route', 'replace', 'local', 'default', 'dev', 'lo', 'table', String(s.tproxyRouteTable)]);
 }
 
-async function removeTproxyRouting(netns: string, family: Family, s: RedirectSettings): Promise<void> {
+async function removeTproxyRouting(netns: PodNetns, family: Family, s: RedirectSettings): Promise<void> {
   while (await hasTproxyRule(netns, family, s)) {
     await ipOrFail(netns, [`-${family}`, 'rule', 'del', 'fwmark', String(s.tproxyMark), 'lookup', String(s.tproxyRouteTable)]);
   }
@@ -56,7 +57,7 @@ async function removeTproxyRouting(netns: string, family: Family, s: RedirectSet
 }
 
 /** What a family's rules need outside the rule set: ::6 on lo for IPv6, TPROXY's routing. */
-async function prepareFamily(netns: string, family: Family, settings: RedirectSettings): Promise<void> {
+async function prepareFamily(netns: PodNetns, family: Family, settings: RedirectSettings): Promise<void> {
   if (family === 6) {
     const added = await ip(netns, ['-6', 'addr', 'add', IPV6_PASSTHROUGH_ADDRESS, 'dev', 'lo']);
     if (added.code !== 0 && !/exists|already assigned/i.test(added.stderr)) {
@@ -77,7 +78,7 @@ const ruleSets = (settings: RedirectSettings | undefined): Record<Family, RuleSe
  * family fails the families already programmed are removed again; with nftables both families are
  * one transaction. Either way the pod ends with all of its rules or none of them.
  */
-export async function applyCapture(netns: string, backend: CaptureBackend, settings: RedirectSettings): Promise<string> {
+export async function applyCapture(netns: PodNetns, backend: CaptureBackend, settings: RedirectSettings): Promise<string> {
   const sets = ruleSets(settings);
   const needed = FAMILIES.filter((family) => sets[family].length > 0);
   const prepared: Family[] = [];
@@ -100,7 +101,7 @@ export async function applyCapture(netns: string, backend: CaptureBackend, setti
 }
 
 /** Removes our rules of both families (and TPROXY's routing when it was in use); true when anything was there. */
-export async function removeCapture(netns: string, backend: CaptureBackend, settings: RedirectSettings): Promise<boolean> {
+export async function removeCapture(netns: PodNetns, backend: CaptureBackend, settings: RedirectSettings): Promise<boolean> {
   if (backend === 'nftables') {
     const owned = await removeNftables(netns);
     if (owned.tproxy) for (const family of FAMILIES) await removeTproxyRouting(netns, family, settings);
@@ -116,12 +117,12 @@ export async function removeCapture(netns: string, backend: CaptureBackend, sett
 }
 
 /** How the netns differs from what the pod needs, in both families; empty when it matches. */
-export async function captureDifferences(netns: string, backend: CaptureBackend, settings: RedirectSettings | undefined): Promise<string[]> {
+export async function captureDifferences(netns: PodNetns, backend: CaptureBackend, settings: RedirectSettings | undefined): Promise<string[]> {
   const sets = ruleSets(settings);
   const found = backend === 'nftables' ? await nftablesDifferences(netns, toNftables(sets[4], sets[6])) : [];
   for (const family of FAMILIES) {
     const label = family === 6 ? 'ipv6 ' : '';
-    if (backend !== 'nftables') found.push(...differences(sets[family], await readState(netns, backend, family)).map((line) => label + line));
+    if (backend !== 'nftables') for (const line of differences(sets[family], await readState(netns, backend, family))) found.push(label + line);
     if (settings && usesTproxyRouting(settings) && sets[family].length > 0 && !(await hasTproxyRule(netns, family, settings))) {
       found.push(`${label}missing ip rule ${tproxyRuleText(settings)}`);
     }

@@ -1,6 +1,6 @@
 import { bun, type BunSocket } from '../bun.ts';
 import type { Pod } from '../kube/pod.ts';
-import { encode, MAX_LINE_BYTES, PodAnswer, PROTOCOL_VERSION } from './protocol.ts';
+import { encode, MAX_LINE_BYTES, PodAnswer, PROTOCOL_VERSION, type Report } from './protocol.ts';
 
 /** The pod from the node-local cache, or why not (the plugin then asks the API server). */
 export type CacheLookup = { pod: Pod } | { miss: string };
@@ -72,4 +72,33 @@ function readAnswer(line: string, uid: string): CacheLookup {
   // The server checks the UID too; a pod of another UID is never this sandbox's.
   if (answer.data.pod.metadata.uid !== uid) return { miss: `answer is for another pod (uid ${answer.data.pod.metadata.uid ?? 'none'})` };
   return { pod: answer.data.pod };
+}
+
+/**
+ * Tells the installer how a verb went (its metrics), once the runtime has its answer. Fire and
+ * forget: nothing waits for it and nothing can fail because of it. A unix socket takes the line
+ * into the peer's queue as it is written, so the socket is closed at once; a missing socket or a
+ * refused connection is ignored.
+ */
+export function reportOutcome(socketPath: string, report: Omit<Report, 'v' | 'kind'>): void {
+  const line = encode({ v: PROTOCOL_VERSION, kind: 'report', ...report });
+  const ignore = () => {};
+  try {
+    bun()
+      .connect({
+        unix: socketPath,
+        socket: {
+          open: (s) => {
+            s.write(line);
+            s.terminate();
+          },
+          data: ignore,
+          error: ignore,
+          connectError: ignore,
+        },
+      })
+      .catch(ignore);
+  } catch {
+    // The runtime has its answer: nothing about the report may change the exit status.
+  }
 }

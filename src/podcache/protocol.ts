@@ -3,10 +3,10 @@ import { Pod } from '../kube/pod.ts';
 
 /**
  * What the plugin and `istio-cni install` say to each other over the node-local socket: one JSON
- * object per line, each request answered by one line, in order, on the same connection. Every
- * message carries the protocol version and its kind, so new kinds (the plugin reporting a verb's
- * outcome for metrics) can be added without breaking either side: a server answers a kind it does
- * not know with an `error` line, and a client treats any answer it does not understand as a miss.
+ * object per line, in order, on the same connection; a `pod` query is answered by one line, a
+ * `report` by none. Every message carries the protocol version and its kind, so new kinds can be
+ * added without breaking either side: a server answers a kind it does not know with an `error`
+ * line, and a client treats any answer it does not understand as a miss.
  */
 export const PROTOCOL_VERSION = 1;
 /** A line longer than this is not a message of ours (a pod answer holds a few kB of annotations). */
@@ -28,7 +28,25 @@ export const PodQuery = z.object({
 });
 export type PodQuery = z.infer<typeof PodQuery>;
 
-export const Request = z.discriminatedUnion('kind', [PodQuery]);
+/** The verbs whose outcome the plugin reports. */
+export const REPORTED_VERBS = ['ADD', 'DEL', 'CHECK'] as const;
+
+/**
+ * "This is how a verb went" (for the installer's metrics), sent once the plugin has answered the
+ * runtime, never waited on: the verb, what was decided about the pod (none when nothing was, e.g.
+ * DEL or an error before the decision), the SPEC error code (0: success) and how long it took.
+ */
+export const Report = z.object({
+  v: Version,
+  kind: z.literal('report'),
+  verb: z.enum(REPORTED_VERBS),
+  decision: z.enum(['redirect', 'pass', 'none']),
+  code: z.number().int().min(0).max(999),
+  durationMs: z.number().min(0).max(3_600_000),
+});
+export type Report = z.infer<typeof Report>;
+
+export const Request = z.discriminatedUnion('kind', [PodQuery, Report]);
 export type Request = z.infer<typeof Request>;
 
 /** The pod, cut down to what the decision and the rules read; or why not. */

@@ -2,11 +2,17 @@ import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { encode, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, type ErrorAnswer, type PodAnswer } from './protocol.ts';
+import { encode, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, type ErrorAnswer, type PodAnswer, type Report } from './protocol.ts';
 import type { PodStore } from './store.ts';
 
 export interface CacheServer {
   close(): Promise<void>;
+}
+
+/** What the server tells its owner (the installer's metrics): each answer to a pod query, each report. */
+export interface CacheEvents {
+  answered(found: boolean): void;
+  reported(report: Report): void;
 }
 
 /**
@@ -14,14 +20,14 @@ export interface CacheServer {
  * 0700 (and must be a real directory, not a link), the socket 0600. A socket file left by an earlier
  * run (a crash, a SIGKILL) is replaced; any other file there is left alone and refused.
  */
-export async function servePodCache(socketPath: string, store: PodStore, log: Logger): Promise<CacheServer> {
+export async function servePodCache(socketPath: string, store: PodStore, log: Logger, events: CacheEvents): Promise<CacheServer> {
   prepareDirectory(dirname(socketPath));
   removeStaleSocket(socketPath);
   const connections = new Set<Socket>();
   const server = createServer((socket) => {
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
-    serveConnection(socket, store, log);
+    serveConnection(socket, store, log, events);
   });
   // The socket is created by listen(): with this umask it is never reachable by others, not even briefly.
   const umask = process.umask(0o177);
@@ -61,8 +67,8 @@ function removeStaleSocket(path: string): void {
   rmSync(path);
 }
 
-/** Reads requests line by line and answers each in order; a line that is not a request ends the connection. */
-function serveConnection(socket: Socket, store: PodStore, log: Logger): void {
+/** Reads requests line by line and answers each query in order; a line that is not a request ends the connection. */
+function serveConnection(socket: Socket, store: PodStore, log: Logger, events: CacheEvents): void {
   let pending = '';
   let answering: Promise<void> = Promise.resolve();
   const refuse = (message: string) => {
@@ -79,9 +85,14 @@ function serveConnection(socket: Socket, store: PodStore, log: Logger): void {
     for (const line of lines) {
       const request = parseRequest(line);
       if (typeof request === 'string') return refuse(request);
+      if (request.kind === 'report') {
+        events.reported(request);
+        continue;
+      }
       answering = answering.then(async () => {
         const answer: PodAnswer = await store.find(request);
         if (!socket.destroyed) socket.write(encode(answer));
+        events.answered(answer.found);
         log.debug({ pod: `${request.namespace}/${request.name}`, uid: request.uid, found: answer.found }, 'pod cache: answered');
       });
     }

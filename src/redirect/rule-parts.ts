@@ -1,3 +1,4 @@
+import { InvalidCaptureValue } from './errors.ts';
 import type { Rule, TableRules } from './ruleset.ts';
 import type { RedirectSettings } from './settings.ts';
 
@@ -19,6 +20,21 @@ export const ADDRESSES = {
   4: { passthroughSource: '127.0.0.6/32', localhost: '127.0.0.1/32', anyAddress: '0.0.0.0' },
   6: { passthroughSource: '::6/128', localhost: '::1/128', anyAddress: '::' },
 } as const;
+
+/**
+ * The most rules one address family's rule set may hold. Annotations multiply (each include range
+ * with each rerouted interface is a rule of its own in PREROUTING): beyond this, ADD and CHECK fail
+ * with error 106 before anything is applied, and DEL, which deletes the jumps in built-in chains one
+ * by one, stays far inside its time bound.
+ */
+export const MAX_RULES = 4096;
+
+/** Error 106 for a rule set beyond MAX_RULES, checked before the rules are made where they multiply. */
+export function requireWithinCap(count: number): void {
+  if (count > MAX_RULES) {
+    throw new InvalidCaptureValue('the capture annotations ask for too many rules', `${count} rules for one address family; at most ${MAX_RULES}`);
+  }
+}
 
 /** CONNMARK's masks, which iptables-save prints even when the rule was written without them. */
 export const CONNMARK_MASKS = ['--nfmask', '0xffffffff', '--ctmask', '0xffffffff'] as const;

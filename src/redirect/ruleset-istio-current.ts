@@ -1,5 +1,5 @@
 import type { Cidr, Family } from './cidr.ts';
-import { ADDRESSES, captureInbound, CONNMARK_MASKS, destination, DIVERT, dnsConntrackZones, DNS_PORT, hex, IN_REDIRECT, INBOUND, OUTBOUND_MARK, OUTPUT, OUTPUT_DNS, REDIRECT, rule, tcpPort, TPROXY, udpPort } from './rule-parts.ts';
+import { ADDRESSES, captureInbound, CONNMARK_MASKS, destination, DIVERT, dnsConntrackZones, DNS_PORT, hex, IN_REDIRECT, INBOUND, OUTBOUND_MARK, OUTPUT, OUTPUT_DNS, REDIRECT, requireWithinCap, rule, tcpPort, TPROXY, udpPort } from './rule-parts.ts';
 import type { Rule, RuleSet, Table, TableRules } from './ruleset.ts';
 import type { RedirectSettings } from './settings.ts';
 
@@ -36,6 +36,7 @@ function natRules(settings: RedirectSettings, family: Family): TableRules {
   // Istio inserts the VM interfaces' rules at the head of PREROUTING, each before the last: the
   // redirects (one per interface and included range) come first, newest first, then the returns.
   const rerouteRanges: (Cidr | undefined)[] = include === '*' ? [undefined] : ofFamily(include, family);
+  requireWithinCap(rerouteRanges.length * settings.rerouteInterfaces.length);
   const rerouteRedirects = rerouteRanges
     .flatMap((cidr) => settings.rerouteInterfaces.map((name) => rule('PREROUTING', ...(cidr ? destination(cidr) : []), '-i', name, '-j', REDIRECT)))
     .reverse();

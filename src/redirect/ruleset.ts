@@ -1,5 +1,5 @@
 import type { Family } from './cidr.ts';
-import { ADDRESSES, captureInbound, CONNMARK_MASKS, destination, DIVERT, dnsConntrackZones, DNS_PORT, hex, IN_REDIRECT, INBOUND, OUTBOUND_MARK, OUTPUT, OUTPUT_DNS, REDIRECT, rule, tcpPort, TPROXY, udpPort } from './rule-parts.ts';
+import { ADDRESSES, captureInbound, CONNMARK_MASKS, destination, DIVERT, dnsConntrackZones, DNS_PORT, hex, IN_REDIRECT, INBOUND, OUTBOUND_MARK, OUTPUT, OUTPUT_DNS, REDIRECT, requireWithinCap, rule, tcpPort, TPROXY, udpPort } from './rule-parts.ts';
 import { istioCurrentRuleSet } from './ruleset-istio-current.ts';
 import type { RedirectSettings } from './settings.ts';
 
@@ -32,7 +32,12 @@ const SSH_PORT = 22;
  */
 export function buildRuleSet(settings: RedirectSettings, family: Family = 4): RuleSet {
   if (settings.interceptionMode === 'NONE' || (family === 6 && !settings.ipv6)) return [];
-  if (settings.profile === 'istio-current') return istioCurrentRuleSet(settings, family);
+  const tables = settings.profile === 'istio-current' ? istioCurrentRuleSet(settings, family) : seedRuleSet(settings, family);
+  requireWithinCap(tables.reduce((count, t) => count + t.rules.length, 0));
+  return tables;
+}
+
+function seedRuleSet(settings: RedirectSettings, family: Family): TableRules[] {
   const tables: TableRules[] = [natRules(settings, family)];
   // With no inbound capture there is nothing to divert: TPROXY then needs no mangle rules.
   if (settings.interceptionMode === 'TPROXY' && captureInbound(settings)) tables.push(mangleRules(settings, family));
@@ -73,11 +78,14 @@ function natRules(settings: RedirectSettings, family: Family): TableRules {
   // VM interfaces: Istio inserts each at the head of PREROUTING, so the last one generated comes first.
   const reroutes: Rule[] = [];
   const include = settings.includeOutboundIpRanges;
-  for (const cidr of include === '*' ? [undefined] : inRange(include)) {
+  const ranges = include === '*' ? [undefined] : inRange(include);
+  requireWithinCap(ranges.length * settings.rerouteInterfaces.length);
+  for (const cidr of ranges) {
     for (const name of settings.rerouteInterfaces) {
-      reroutes.unshift(rule('PREROUTING', ...(cidr ? destination(cidr) : []), '-i', name, '-j', REDIRECT));
+      reroutes.push(rule('PREROUTING', ...(cidr ? destination(cidr) : []), '-i', name, '-j', REDIRECT));
     }
   }
+  reroutes.reverse();
 
   const dns = settings.dnsCapture;
   const output: Rule[] = [];

@@ -1,5 +1,5 @@
-import { CniError, ErrorCode } from '../cni/errors.ts';
 import { familyOfAddress, parseCidr, type Cidr } from './cidr.ts';
+import { InvalidCaptureValue } from './errors.ts';
 import { DEFAULT_SETTINGS, type CaptureDefaults, type RedirectSettings } from './settings.ts';
 
 /** The pod annotations that shape traffic capture, as Istio names them. */
@@ -41,8 +41,25 @@ const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 export const TRUE_WORDS = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
 const FALSE_WORDS = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
 
-export function invalid(source: string, value: string, why: string): CniError {
-  return new CniError(ErrorCode.InvalidAnnotation, `invalid value for ${source}`, `${source}=${JSON.stringify(value)}: ${why}`);
+/** How much of a bad value an error quotes: an annotation may be 256 KiB. */
+const QUOTED_CHARS = 200;
+
+export function invalid(source: string, value: string, why: string): InvalidCaptureValue {
+  const quoted = value.length > QUOTED_CHARS ? `${JSON.stringify(value.slice(0, QUOTED_CHARS))}… (${value.length} characters)` : JSON.stringify(value);
+  return new InvalidCaptureValue(`invalid value for ${source}`, `${source}=${quoted}: ${why}`);
+}
+
+/**
+ * The most items one list annotation may hold. Lists add rules, and two of them multiply (ranges ×
+ * interfaces); the rule builder caps the total (MAX_RULES in ruleset.ts).
+ */
+export const MAX_ITEMS = 1024;
+
+/** `text` (the value, or what a profile kept of it) split on commas, at most MAX_ITEMS items. */
+export function splitItems(source: string, value: string, text: string): string[] {
+  const list = text.split(',');
+  if (list.length > MAX_ITEMS) throw invalid(source, value, `${list.length} items; at most ${MAX_ITEMS}`);
+  return list;
 }
 
 /** Istio's list syntax: comma-separated, whitespace around the value and each item ignored; an empty
@@ -50,9 +67,10 @@ export function invalid(source: string, value: string, why: string): CniError {
 function items(source: string, value: string): string[] {
   const trimmed = value.trim();
   if (trimmed === '') return [];
-  const list = trimmed.split(',').map((item) => item.trim());
-  if (list.includes('')) throw invalid(source, value, 'empty item in the comma-separated list');
-  return list;
+  const list = splitItems(source, value, trimmed);
+  const trimmedItems = list.map((item) => item.trim());
+  if (trimmedItems.includes('')) throw invalid(source, value, 'empty item in the comma-separated list');
+  return trimmedItems;
 }
 
 function port(source: string, value: string, item: string): number {
@@ -77,6 +95,14 @@ function cidrs(source: string, value: string): Cidr[] {
   });
 }
 
+/** Excluding every address is no capture at all: refused, as `*` is (istio-iptables refuses it too). */
+function excludedCidrs(source: string, value: string): Cidr[] {
+  const list = cidrs(source, value);
+  const everything = list.find((cidr) => cidr.prefixLength === 0);
+  if (everything) throw invalid(source, value, `${everything.text} excludes every address: capture would be off, as with *`);
+  return list;
+}
+
 function interfaces(source: string, value: string): string[] {
   return items(source, value).map((item) => {
     if (!INTERFACE_NAME.test(item) || item === '.' || item === '..') {
@@ -98,14 +124,20 @@ function dnsCapture(proxy: ProxyContainer): boolean {
   throw invalid(`istio-proxy env ${DNS_CAPTURE_ENV}`, value, 'must be true or false');
 }
 
+/** The largest uid or gid: (uid_t)-1 means "none" to the kernel. */
+const MAX_ID = 0xfffffffe;
+
 /** A non-zero runAsUser/runAsGroup on istio-proxy is the proxy's identity; 0 or unset keeps the default. */
-export function proxyId(id: number | undefined, fallback: number): number {
-  return id !== undefined && id !== 0 ? id : fallback;
+export function proxyId(field: 'runAsUser' | 'runAsGroup', id: number | undefined, fallback: number): number {
+  if (id === undefined || id === 0) return fallback;
+  if (!(Number.isSafeInteger(id) && id > 0 && id <= MAX_ID)) throw invalid(`istio-proxy securityContext.${field}`, String(id), `not a ${field === 'runAsUser' ? 'uid' : 'gid'} (0-${MAX_ID})`);
+  return id;
 }
 
 /** The pod's ports, then the node's that the pod did not list. */
 export function union(pods: readonly number[], nodes: readonly number[]): number[] {
-  return [...pods, ...nodes.filter((p) => !pods.includes(p))];
+  const listed = new Set(pods);
+  return [...pods, ...nodes.filter((p) => !listed.has(p))];
 }
 
 /**
@@ -122,16 +154,16 @@ export function settingsFromPod({ annotations, proxy, podIps, defaults }: PodCap
   return {
     ...DEFAULT_SETTINGS,
     interceptionMode: read('interceptionMode', interceptionMode, 'REDIRECT'),
-    proxyUid: proxyId(proxy.securityContext?.runAsUser, defaults.proxy_uid),
-    proxyGid: proxyId(proxy.securityContext?.runAsGroup, defaults.proxy_gid),
+    proxyUid: proxyId('runAsUser', proxy.securityContext?.runAsUser, defaults.proxy_uid),
+    proxyGid: proxyId('runAsGroup', proxy.securityContext?.runAsGroup, defaults.proxy_gid),
     inboundPort: defaults.inbound_port,
     outboundPort: defaults.outbound_port,
     includeInboundPorts: read('includeInboundPorts', portSelection, '*'),
     // The status port (a node default) stays excluded whatever the pod says.
     excludeInboundPorts: union(read('excludeInboundPorts', ports, []), defaults.exclude_inbound_ports),
     includeOutboundIpRanges: read('includeOutboundIpRanges', (s, v) => (v.trim() === '*' ? '*' : cidrs(s, v)), '*'),
-    // `*` is not a CIDR here: istio-iptables refuses to exclude everything too.
-    excludeOutboundIpRanges: [...read('excludeOutboundIpRanges', cidrs, []), ...defaults.exclude_outbound_ip_ranges],
+    // `*` is not a CIDR here, and a /0 is refused: istio-iptables refuses to exclude everything too.
+    excludeOutboundIpRanges: [...read('excludeOutboundIpRanges', excludedCidrs, []), ...defaults.exclude_outbound_ip_ranges],
     includeOutboundPorts: read('includeOutboundPorts', ports, []),
     excludeOutboundPorts: union(read('excludeOutboundPorts', ports, []), defaults.exclude_outbound_ports),
     // The newer annotation wins over the KubeVirt one, as in Istio.

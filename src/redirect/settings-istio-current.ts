@@ -1,5 +1,5 @@
 import { familyOfAddress, parseCidr, type Cidr } from './cidr.ts';
-import { ANNOTATIONS, DNS_CAPTURE_ENV, interceptionMode, invalid, proxyId, TRUE_WORDS, union, type PodCaptureInput, type ProxyContainer } from './settings-from-pod.ts';
+import { ANNOTATIONS, DNS_CAPTURE_ENV, interceptionMode, invalid, proxyId, splitItems, TRUE_WORDS, union, type PodCaptureInput, type ProxyContainer } from './settings-from-pod.ts';
 import { DEFAULT_SETTINGS, type RedirectSettings } from './settings.ts';
 
 /**
@@ -34,7 +34,7 @@ function portItem(source: string, value: string, item: string): number {
 
 /** Comma-separated ports; an empty value is an empty list. */
 function portList(source: string, value: string): number[] {
-  return value === '' ? [] : value.split(',').map((item) => portItem(source, value, item));
+  return value === '' ? [] : splitItems(source, value, value).map((item) => portItem(source, value, item));
 }
 
 /**
@@ -46,14 +46,14 @@ function portList(source: string, value: string): number[] {
 function inboundExclusions(source: string, value: string | undefined, nodePorts: readonly number[], applied: boolean): number[] {
   const trimmed = (value ?? '').replace(GO_SPACE, '');
   if (value === '*' && applied) throw invalid(source, value, '"*" is no port: list the ports to leave alone');
-  const written = trimmed === '' || value === '*' ? [] : trimmed.split(',');
+  const written = trimmed === '' || value === '*' ? [] : splitItems(source, value ?? '', trimmed);
   const distinct = [...new Set([...written, ...PROXY_INBOUND_PORTS])];
   return union(distinct.map((item) => portItem(source, value ?? '', item)), nodePorts);
 }
 
 function cidrList(source: string, value: string): Cidr[] {
   if (value === '') return [];
-  return value.split(',').map((item) => {
+  return splitItems(source, value, value).map((item) => {
     const cidr = parseCidr(item);
     if (!cidr) throw invalid(source, value, `${JSON.stringify(item)} is not a CIDR (address/length, nothing around it)`);
     return cidr;
@@ -62,7 +62,7 @@ function cidrList(source: string, value: string): Cidr[] {
 
 function interfaceList(source: string, value: string): string[] {
   if (value === '') return [];
-  return value.split(',').map((item) => {
+  return splitItems(source, value, value).map((item) => {
     const name = INTERFACE_ITEM.exec(item)?.[1];
     if (name === undefined) throw invalid(source, value, `${JSON.stringify(item)} is not an interface name (a letter, then up to 14 of A-Z a-z 0-9 _ . -)`);
     return name;
@@ -97,8 +97,8 @@ export function istioCurrentSettings({ annotations, proxy, podIps, defaults }: P
     ...DEFAULT_SETTINGS,
     profile: 'istio-current',
     interceptionMode: read('interceptionMode', interceptionMode, 'REDIRECT'),
-    proxyUid: proxyId(proxy.securityContext?.runAsUser, defaults.proxy_uid),
-    proxyGid: proxyId(proxy.securityContext?.runAsGroup, defaults.proxy_gid),
+    proxyUid: proxyId('runAsUser', proxy.securityContext?.runAsUser, defaults.proxy_uid),
+    proxyGid: proxyId('runAsGroup', proxy.securityContext?.runAsGroup, defaults.proxy_gid),
     inboundPort: defaults.inbound_port,
     outboundPort: defaults.outbound_port,
     tunnelPort: defaults.tunnel_port,

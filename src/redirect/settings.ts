@@ -84,9 +84,11 @@ export const DEFAULT_SETTINGS: RedirectSettings = {
   includesLoopback: false,
 };
 
-const ConfCidr = z.string().transform((text, ctx) => {
+/** An excluded range: a CIDR, but not a /0, which would exclude every address (no capture at all). */
+const ExcludedCidr = z.string().transform((text, ctx) => {
   const cidr = parseCidr(text);
   if (!cidr) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(text)} is not a CIDR (address/length)` });
+  else if (cidr.prefixLength === 0) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(text)} excludes every address: capture would be off` });
   return cidr as Cidr;
 });
 
@@ -104,7 +106,7 @@ export const CaptureDefaults = z
     tunnel_port: Port.default(DEFAULT_SETTINGS.tunnelPort),
     exclude_inbound_ports: z.array(Port).default(DEFAULT_SETTINGS.excludeInboundPorts),
     exclude_outbound_ports: z.array(Port).default([]),
-    exclude_outbound_ip_ranges: z.array(ConfCidr).default([]),
+    exclude_outbound_ip_ranges: z.array(ExcludedCidr).default([]),
   })
   .strict()
   .prefault({});

@@ -10,10 +10,10 @@ export const WatchedPod = z.object({
     name: z.string(),
     namespace: z.string(),
     uid: z.string(),
-    resourceVersion: z.string(),
     labels: z.record(z.string(), z.string()).optional(),
     annotations: z.record(z.string(), z.string()).optional(),
-    deletionTimestamp: z.string().optional(),
+    /** A string from a watch event, a Date from the client's list: only its presence counts. */
+    deletionTimestamp: z.unknown().optional(),
   }),
   status: z
     .object({
@@ -25,6 +25,8 @@ export const WatchedPod = z.object({
 });
 export type WatchedPod = z.infer<typeof WatchedPod>;
 
+/** What label mode sets on a pod that started without capture (Istio's broken-pod label). */
+export const UNINITIALIZED_LABEL = 'cni.istio.io/uninitialized';
 export const SIDECAR_STATUS_ANNOTATION = 'sidecar.istio.io/status';
 export const VALIDATION_CONTAINER = 'istio-validation';
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { monotonicMs } from '../clock.ts';
 
@@ -49,6 +50,8 @@ export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
   const { randomBytes } = await import('node:crypto');
   const started = monotonicMs();
   const nonce = randomBytes(16).toString('hex');
+  /** The local ports of the probe's connections: only a connection from one of them carries the proof. */
+  const probePorts = new Set<number>();
 
   // The first listener that receives our nonce; `captured` settles at that moment.
   let capturedPort = undefined as number | undefined;
@@ -66,7 +69,13 @@ export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
   const notListening: string[] = [];
   for (const port of plan.listenPorts) {
     const address = hostPort(plan.listenHost, port);
-    const server = net.createServer((socket) => readNonce(socket, nonce, () => onCapture(port)));
+    const server = net.createServer((socket) =>
+      readNonce(socket, nonce, () => {
+        // The proof counts only on the probe's own connection: a process in the pod that takes the
+        // probe on 15002 and relays the nonce here connects anew, from a port of its own.
+        if (socket.remoteAddress === plan.listenHost && probePorts.has(socket.remotePort ?? 0)) onCapture(port);
+      }),
+    );
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -88,7 +97,7 @@ export async function runProbe(plan: ProbePlan): Promise<ProbeOutcome> {
       const remaining = deadline - monotonicMs();
       if (remaining <= 0) break;
       attempts += 1;
-      const failure = await attempt(net, plan, nonce, captured, Math.min(NONCE_WAIT_MS, remaining));
+      const failure = await attempt(net, plan, nonce, captured, probePorts, Math.min(NONCE_WAIT_MS, remaining));
       if (failure === undefined) break;
       failures.set(failure, (failures.get(failure) ?? 0) + 1);
       const pause = Math.min(RETRY_DELAY_MS, deadline - monotonicMs());
@@ -108,6 +117,7 @@ async function attempt(
   plan: ProbePlan,
   nonce: string,
   captured: Promise<void>,
+  probePorts: Set<number>,
   waitMs: number,
 ): Promise<string | undefined> {
   const socket = net.connect({ host: plan.target.host, port: plan.target.port, localAddress: plan.listenHost });
@@ -119,12 +129,32 @@ async function attempt(
       socket.setTimeout(waitMs, () => resolve('no answer to the connection request'));
     });
     if (connected !== undefined) return connected;
+    // Redirected, the connection has no socket at the target port: a socket there is a process in
+    // the pod that took the connection (and could relay the nonce, even from the probe's own port).
+    // It must hold that socket until the nonce is sent, so it shows now.
+    if (hasLocalPort(plan.target.port)) return `something in this network namespace has a socket on port ${plan.target.port}: it took the connection, so a relay cannot be told from a redirect`;
+    probePorts.add(socket.localPort ?? 0);
     socket.end(`${nonce}\n`);
     const arrived = await Promise.race([captured.then(() => true), delay(waitMs).then(() => false)]);
     return arrived ? undefined : 'connected to something else: the nonce never reached our listeners';
   } finally {
     socket.destroy();
   }
+}
+
+/** Whether any TCP socket of this network namespace (either family, any state) has `port` as its local port. */
+function hasLocalPort(port: number): boolean {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return ['/proc/net/tcp', '/proc/net/tcp6'].some((table) => {
+    let text = '';
+    try {
+      text = readFileSync(table, 'latin1');
+    } catch {
+      // No IPv6 in this kernel: no tcp6 table.
+    }
+    // sl local_address rem_address st ...: the local address is the second field.
+    return text.split('\n').slice(1).some((line) => line.trim().split(/\s+/)[1]?.endsWith(hex));
+  });
 }
 
 /** Reads at most one line from a connection and reports a match with our nonce. */

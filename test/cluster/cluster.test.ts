@@ -2,7 +2,8 @@
  * The plugin on a real one-node Kubernetes cluster (test/harness/cluster.ts): etcd,
  * kube-apiserver, kube-controller-manager, kube-scheduler and kubelet v1.37.2 built from source,
  * Debian's containerd 1.6, a bridge + host-local conflist standing in for calico, our DaemonSet
- * applied from deploy/ through cluster/overlay, and pods injected by `istioctl kube-inject`.
+ * installed by `helm install` of deploy/charts/istio-cni with cluster/values.yaml, and pods injected
+ * by `istioctl kube-inject`.
  * The cluster comes up once for this file (a cluster left from before is taken down first) and
  * goes down at its end; the tests run in order, each building on the ones before.
  */
@@ -121,40 +122,40 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     await h.cleanupAll();
   });
 
-  it('the overlay changes deploy/istio-cni.yaml only in the image, the node\'s paths and the guards (the taint component, repair\'s mode)', async () => {
-    const render = async (dir: string) => parseAllDocuments((await c.kubectl(['kustomize', dir])).stdout).map((d) => d.toJS() as K8sObject);
-    const base = await render(join(h.REPO_ROOT, 'deploy'));
-    const file = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
+  it('the chart is installed as a Helm release, and the cluster\'s values change deploy/istio-cni.yaml only in the image, the node\'s paths and the guards (the taint, repair\'s mode)', async () => {
+    const releases = JSON.parse((await c.helm(['list', '--namespace', 'kube-system', '--output', 'json'])).stdout) as Array<{ name: string; status: string; chart: string }>;
+    assert.deepEqual(releases.map((r) => [r.name, r.status, r.chart]), [[c.RELEASE, 'deployed', 'istio-cni-0.1.0']]);
+    const documents = (text: string) => parseAllDocuments(text).map((d) => d.toJS() as K8sObject).filter((d) => d !== null);
+    const installed = documents((await c.helm(['get', 'manifest', c.RELEASE, '--namespace', 'kube-system'])).stdout);
+    const file = documents(readFileSync(join(h.REPO_ROOT, 'deploy', 'istio-cni.yaml'), 'utf8'));
+    const base = documents((await c.kubectl(['kustomize', join(h.REPO_ROOT, 'deploy')])).stdout);
     assert.deepEqual(sortByKind(base), sortByKind(file), 'deploy/ as a kustomize base is deploy/istio-cni.yaml as it is');
-    const overlay = await render(c.OVERLAY_DIR);
-    // By kind and name. The ConfigMap's entry is JSON in a string: compared parsed. Containers and
-    // their environment are compared by name (a strategic merge patch may reorder both).
-    const byName = (docs: K8sObject[]) => Object.fromEntries(docs.map((d) => {
-      const key = `${d.kind}/${(d.metadata as { name: string }).name}`;
-      if (d.kind === 'ConfigMap') return [key, { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } }];
-      if (d.kind !== 'DaemonSet') return [key, d];
-      const ds = structuredClone(d) as unknown as { spec: { template: { spec: { containers: unknown } } } };
-      ds.spec.template.spec.containers = Object.fromEntries((ds.spec.template.spec.containers as Array<{ name: string; env: Array<{ name: string }> }>)
-        .map((x) => [x.name, { ...x, env: Object.fromEntries(x.env.map((e) => [e.name, e])) }]));
-      return [key, ds];
-    }));
-    const [before, after] = [byName(base), byName(overlay)];
-    const taint = parseAllDocuments(readFileSync(join(h.REPO_ROOT, 'deploy', 'taint', 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
-    assert.deepEqual(Object.keys(after).filter((k) => !(k in before)).map((k) => after[k]), taint, 'added: the taint component\'s RBAC, as it is');
-    assert.deepEqual(Object.keys(before).filter((k) => !(k in after)), []);
-    assert.deepEqual(differences(before, Object.fromEntries(Object.keys(before).map((k) => [k, after[k]]))), [
-      '.ConfigMap/istio-cni-config.data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
-      '.ConfigMap/istio-cni-config.data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.NODE_READINESS_TAINT: undefined -> {"name":"NODE_READINESS_TAINT","value":"true"}',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.install-cni.volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.repair.env.REPAIR_MODE.value: "label" -> "delete"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.containers.repair.image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
-      '.DaemonSet/istio-cni-node.spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
+    // The ConfigMap's entry is JSON in a string: compare it parsed. The container's environment
+    // is compared by name.
+    const parsed = (docs: K8sObject[]) => sortByKind(docs).map((d) => {
+      if (d.kind === 'ConfigMap') return { ...d, data: { cni_network_config: JSON.parse(d.data!.cni_network_config!) } };
+      if (d.kind !== 'DaemonSet') return d;
+      const ds = structuredClone(d) as unknown as { spec: { template: { spec: { containers: Array<{ env: unknown }> } } } };
+      for (const container of ds.spec.template.spec.containers) {
+        container.env = Object.fromEntries((container.env as Array<{ name: string }>).map((e) => [e.name, e]));
+      }
+      return ds;
+    });
+    assert.deepEqual(differences(parsed(file), parsed(installed)), [
+      '[0].rules[0].verbs[3]: "patch" -> "delete"',
+      '[0].rules[1]: undefined -> {"apiGroups":[""],"resources":["nodes"],"verbs":["get","patch"]}',
+      '[2].data.cni_network_config.kubernetes.cni_bin_dir: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
+      '[2].data.cni_network_config.log_file: "/var/log/istio-cni.log" -> "/var/lib/icni-cluster/cni/istio-cni.log"',
+      '[3].spec.template.spec.containers[0].env.CNI_NET_DIR.value: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '[3].spec.template.spec.containers[0].env.NODE_READINESS_TAINT: undefined -> {"name":"NODE_READINESS_TAINT","value":"true"}',
+      '[3].spec.template.spec.containers[0].env.POD_CACHE_SOCKET.value: "/var/run/istio-cni/pod-cache.sock" -> "/var/lib/icni-cluster/pod-cache/pod-cache.sock"',
+      '[3].spec.template.spec.containers[0].env.REPAIR_DELETE_PODS.value: "false" -> "true"',
+      '[3].spec.template.spec.containers[0].env.REPAIR_LABEL_PODS.value: "true" -> "false"',
+      '[3].spec.template.spec.containers[0].image: "istio-cni:0.1.0" -> "localhost/istio-cni:cluster"',
+      '[3].spec.template.spec.containers[0].volumeMounts[2].mountPath: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
+      '[3].spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
+      '[3].spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
+      '[3].spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
     ]);
   });
 
@@ -268,23 +269,39 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
     }
   });
 
+  it('4b. metrics: the DaemonSet\'s port 15014 on the node counts the kubelet\'s ADDs as the plugin reported them, the cache\'s answers and the install', async () => {
+    const res = await fetch(`http://${c.NET.nodeIp}:15014/metrics`);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const lines = (prefix: string) => text.split('\n').filter((l) => l.startsWith(prefix)).sort();
+    // The two injected web pods, the two pods passed in 4.; nothing deleted yet.
+    assert.deepEqual(lines('istio_cni_plugin_verbs_total{'), [
+      'istio_cni_plugin_verbs_total{verb="ADD",decision="pass",code="0"} 2',
+      'istio_cni_plugin_verbs_total{verb="ADD",decision="redirect",code="0"} 2',
+    ]);
+    assert.ok(lines('istio_cni_plugin_verb_duration_seconds_count{').includes('istio_cni_plugin_verb_duration_seconds_count{verb="ADD",decision="redirect"} 2'), text);
+    assert.deepEqual(lines('istio_cni_pod_cache_answers_total{'), ['istio_cni_pod_cache_answers_total{found="true"} 2']);
+    assert.deepEqual(lines('istio_cni_installs_total{'), ['istio_cni_installs_total{result="SUCCESS"} 1']);
+    assert.deepEqual(lines('istio_cni_install_ready '), ['istio_cni_install_ready 1']);
+    assert.deepEqual(lines('istio_cni_repair_pods_repaired_total{'), [], 'no pod needed repair');
+  });
+
   it('5. least privilege: the DaemonSet\'s ServiceAccount can do what the plugin, repair and the taint need and nothing more', async () => {
     const granted = await permissions(c.PLUGIN_USER);
     // What every ServiceAccount may do (discovery, self-reviews): a ServiceAccount with no binding.
     const baseline = await permissions('system:serviceaccount:kube-system:icni-no-binding');
     const extra = [...granted].filter((p) => !baseline.has(p)).sort();
-    // nodes get, patch: the readiness taint (deploy/taint); pods get: the plugin's direct lookup
-    // (when the pod cache misses); list, watch: the installer's pod cache and repair; patch,
-    // delete: repair's label and delete modes.
-    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods patch', 'pods watch']);
+    // nodes get, patch: the readiness taint (taint.enabled); pods get: the plugin's direct lookup
+    // (when the pod cache misses); list, watch: the installer's pod cache and repair (one watch for
+    // both); delete: repair's delete mode (cluster/values.yaml; label mode grants patch instead).
+    assert.deepEqual(extra, ['nodes get', 'nodes patch', 'pods delete', 'pods get', 'pods list', 'pods watch']);
     // What the ServiceAccount did so far, but for this file's own kubectl (whoami in 1.): the
     // installer read its node (no taint to take off), the pod cache and repair listed and watched
-    // this node's pods; each said who it is.
+    // this node's pods; every request said who it is.
     const events = c.auditEvents().filter((e) => !e.userAgent?.startsWith('kubectl/'));
     assert.deepEqual([...new Set(events.map((e) => `${e.objectRef?.resource ?? e.requestURI} ${e.verb}`))].sort(), ['nodes get', 'pods list', 'pods watch']);
     const { version } = JSON.parse(readFileSync(join(h.REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
-    const ours = events.filter((e) => e.objectRef?.resource === 'nodes' || e.requestURI.includes('watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion='));
-    assert.deepEqual([...new Set(ours.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the installer\'s node read and repair\'s watch say who they are');
+    assert.deepEqual([...new Set(events.map((e) => e.userAgent))], [`istio-cni/${version}`], 'the taint\'s node read, the list and the watch (all @kubernetes/client-node) say who they are');
   });
 
   it('6a. kubectl delete pod: the kubelet\'s DEL takes our chains out, then containerd removes the netns', async () => {
@@ -309,7 +326,7 @@ describe('on a real one-node cluster', { concurrency: false }, () => {
 
   startupRaceScenarios(sandboxes);
 
-  it('6b. kubectl delete -k of the overlay: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
+  it('6b. helm uninstall: the conflist is the primary plugin\'s again, executable, kubeconfig and pod cache socket gone', async () => {
     await c.uninstallDaemonSet();
     await c.waitUntil('the installer\'s clean-up', async () => readdirSync(c.paths.cniNet).length === 1 || readdirSync(c.paths.cniNet).join(' '), 30_000);
     assert.deepEqual(readdirSync(c.paths.cniNet), [c.PRIMARY_CONFLIST]);

@@ -47,6 +47,7 @@ export const REFUSALS: Record<Profile, Partial<Record<Tag, Refusal>>> = {
     'kubevirt-shadowed-invalid': { refusedBy: 'ours', why: 'An invalid kubevirtInterfaces beside reroute-virtual-interfaces: the seed profile checks both; Istio never reads the older annotation when the newer one is there.' },
     'exclude-interfaces-invalid': { refusedBy: 'istio', why: 'An invalid excludeInterfaces: the seed profile does not read the annotation (the seed has no such rules); Istio refuses it.' },
     'dns-capture-not-bool': { refusedBy: 'ours', why: 'ISTIO_META_DNS_CAPTURE that is no Go boolean (`yes`): the seed profile refuses it; Istio logs a warning and reads false.' },
+    'exclude-every-address': { refusedBy: 'ours', why: 'A `/0` in excludeOutboundIPRanges (`0.0.0.0/0`, `::/0`): every address leaves uncaptured. The seed profile refuses it, as it refuses `*` (which istio-iptables refuses too); Istio programs a RETURN for every address, which turns outbound capture off.' },
   },
 };
 

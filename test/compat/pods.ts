@@ -31,7 +31,9 @@ export type Tag =
   /** An invalid excludeInterfaces: the seed profile ignores the annotation, Istio refuses it. */
   | 'exclude-interfaces-invalid'
   /** ISTIO_META_DNS_CAPTURE that is no Go boolean: Istio reads false, the seed profile refuses it. */
-  | 'dns-capture-not-bool';
+  | 'dns-capture-not-bool'
+  /** A /0 in excludeOutboundIPRanges (every address): Istio excludes everything, the seed profile refuses it. */
+  | 'exclude-every-address';
 
 export type Addresses = 'v4' | 'v6' | 'dual';
 
@@ -221,6 +223,7 @@ function pods(odd: number): fc.Arbitrary<GeneratedPod> {
       const tags = [...present.flatMap(([, value]) => value.tags), ...env.flatMap((e) => e.tags)];
       if (present.some(([k, value]) => k === A.excludeInterfaces && refusedByIstio(value.text))) tags.push('exclude-interfaces-invalid');
       if (annotations[A.rerouteVirtualInterfaces] !== undefined && annotations[A.kubevirtInterfaces] !== undefined) tags.push('kubevirt-shadowed-invalid');
+      if ((annotations[A.excludeOutboundIPRanges] ?? '').split(',').some((item) => item.trim().endsWith('/0'))) tags.push('exclude-every-address');
       const pod: GeneratedPod = { annotations, env: env.map(({ name, value }) => ({ name, value })), addresses: r.addresses, tags: [...new Set(tags)] };
       if (r.runAsUser !== undefined) pod.runAsUser = r.runAsUser;
       if (r.runAsGroup !== undefined) pod.runAsGroup = r.runAsGroup;

@@ -4,6 +4,8 @@
  * checks the rules in the pod netns and makes real connections that must, or must not, be redirected.
  */
 import assert from 'node:assert/strict';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
 
@@ -210,5 +212,16 @@ describe('istio-cni explain', () => {
     const v6 = await h.run([...AS_NOBODY, h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest, '--ipv6']);
     assert.match(v6.stdout, /# IPv6: ip6tables-restore --noflush\n\*nat\n/);
     assert.match(v6.stdout, /^-A ISTIO_OUTPUT -s ::6\/128 -o lo -j RETURN$/m);
+  });
+
+  it('names the annotation and the value the rule core refuses', async () => {
+    const manifest = join(h.makeTempDir('icni-explain-'), 'bad.yaml');
+    const good = readFileSync(new URL('../fixtures/explain-pod.yaml', import.meta.url), 'utf8');
+    writeFileSync(manifest, good.replace('includeInboundPorts: "9080"', 'includeInboundPorts: "9080,"'), { mode: 0o644 });
+    chmodSync(dirname(manifest), 0o755);
+    const out = await h.run([...AS_NOBODY, h.DEFAULT_ISTIO_CNI_BIN, 'explain', manifest]);
+    assert.equal(out.code, 1, out.stdout);
+    assert.equal(out.stdout, '');
+    assert.equal(out.stderr, 'istio-cni explain: invalid value for traffic.sidecar.istio.io/includeInboundPorts: traffic.sidecar.istio.io/includeInboundPorts="9080,": empty item in the comma-separated list\n');
   });
 });

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import * as h from '../harness/index.ts';
 import { runCampaign } from '../hostile/campaign.ts';
+import { runInstallCampaign } from '../hostile/install-campaign.ts';
 import { NOTHING, ourState, specErrorProblems } from '../hostile/oracle.ts';
 
 after(h.cleanupAll);
@@ -35,6 +36,15 @@ describe('generated hostile invocations', () => {
     // The generators must reach both ends: programmed pods and refused input.
     assert.ok((report.outcomes.get('ok') ?? 0) > 0, JSON.stringify([...report.outcomes]));
     assert.ok(report.outcomes.size >= 4, JSON.stringify([...report.outcomes]));
+  });
+});
+
+describe('generated host directories for the installer', () => {
+  it('links, FIFOs, devices and planted temp names: it finishes, writes through nothing, leaves no temp file', async () => {
+    const runs = Number(process.env.FUZZ_TEST_INSTALL_RUNS ?? 60);
+    const report = await runInstallCampaign({ runs, concurrency: 6 });
+    assert.ok(report.runs >= runs, `${report.runs} cases run`);
+    assert.ok([...report.outcomes.keys()].some((k) => k.endsWith(' 0')) && [...report.outcomes.keys()].some((k) => k.endsWith(' 1')), JSON.stringify([...report.outcomes]));
   });
 });
 

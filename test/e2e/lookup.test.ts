@@ -168,7 +168,7 @@ describe('kubeconfig forms', () => {
   it('reports a missing, unreadable, malformed or incomplete kubeconfig as error 105', async () => {
     fresh();
     assertFailed(await add(join(dir, 'absent')), 105, /absent: ENOENT/);
-    assertFailed(await add(dir), 105, /EISDIR/);
+    assertFailed(await add(dir), 105, /is a directory/);
     assertFailed(await add(writeText('broken', 'clusters: [\n  - name: x\n')), 105, /not YAML/);
     assertFailed(await add(writeText('no-server', 'clusters: [{name: c, cluster: {}}]\ncontexts: [{name: x, context: {cluster: c}}]\n')), 105, /clusters\.0\.cluster\.server/);
     const elsewhere = readFileSync(kubeconfig, 'utf8').replace('current-context: istio-cni-context', 'current-context: gone');

@@ -107,10 +107,15 @@ async function add(name: string, uid: string | undefined, socket?: string) {
 const uidOf = (name: string) => api.pods.get(`default/${name}`)!.metadata.uid;
 const redirected = (rules: string[]) => rules.includes('-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001');
 
-/** A socket server in this test standing in for a broken cache. */
+/** A socket server in this test standing in for a broken cache: `onLine` hears each pod query (the plugin's reports are dropped). */
 async function fakeCache(onLine: (socket: import('node:net').Socket) => void): Promise<{ path: string; server: Server }> {
   const path = join(h.makeTempDir('icni-fakecache-'), 'pod-cache.sock');
-  const server = createServer((socket) => socket.once('data', () => onLine(socket)));
+  const server = createServer((socket) => {
+    socket.on('error', () => socket.destroy());
+    socket.once('data', (line) => {
+      if (line.toString().includes('"kind":"pod"')) onLine(socket);
+    });
+  });
   await new Promise<void>((resolve) => server.listen(path, resolve));
   h.registerCleanup(`fake cache ${path}`, () => server.close(), async () => void server.close());
   return { path, server };

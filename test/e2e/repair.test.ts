@@ -1,20 +1,15 @@
 /**
- * The repair controller against the fake HTTPS API server's pod list/watch: a pod whose
- * istio-validation init container exited 126 is labelled (or deleted) once, a healthy one never;
- * a dropped watch resumes from its resourceVersion; an expired one (410) lists again.
+ * The repair controller, through the built executable (`istio-cni repair`, on @kubernetes/client-node's
+ * informer), against the fake HTTPS API server's pod list/watch: a pod whose istio-validation init
+ * container exited 126 is labelled (or deleted) once, a healthy one never; a dropped watch resumes
+ * from its resourceVersion; an expired one (410) lists again. The installer runs the same controller
+ * (test/e2e/metrics.test.ts).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import pino from 'pino';
 import * as h from '../harness/index.ts';
-import { loadKubeconfig } from '../../src/kube/kubeconfig.ts';
-import { inClusterConnection } from '../../src/kube/serviceaccount.ts';
-import { deletePod, listNodePods } from '../../src/repair/api.ts';
-import { runRepairController, UNINITIALIZED_LABEL, type RepairSettings } from '../../src/repair/controller.ts';
-import { WatchedPod } from '../../src/repair/pod.ts';
+import { UNINITIALIZED_LABEL } from '../../src/repair/pod.ts';
 
 after(h.cleanupAll);
 
@@ -33,7 +28,7 @@ function validationStatus(exitCode: number): h.JsonObject {
 const broken = (name: string, overrides: h.JsonObject = {}) => h.injectedPod(name, 'default', h.deepMerge(validationStatus(126), overrides));
 const healthy = (name: string) => h.injectedPod(name, 'default', validationStatus(0));
 
-async function until(what: string, done: () => boolean, timeoutMs = 5_000): Promise<void> {
+async function until(what: string, done: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!done()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -41,26 +36,44 @@ async function until(what: string, done: () => boolean, timeoutMs = 5_000): Prom
   }
 }
 
-async function controller(pods: h.Pod[], mode: RepairSettings['mode']) {
+/** `istio-cni repair` as a DaemonSet would run it (settings in its environment), logging at debug level to stdout. */
+function startRepair(env: NodeJS.ProcessEnv) {
+  const child = spawn(h.DEFAULT_ISTIO_CNI_BIN, ['repair'], { env: h.minimalEnv({ NODE_NAME: NODE, LOG_LEVEL: 'debug', ...env }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const kill = h.trackChild(child, 'istio-cni repair');
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+  return {
+    logs: () => stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>),
+    output: () => ({ stdout, stderr }),
+    /** SIGTERM, and the exit code. */
+    async stop(): Promise<number | null> {
+      child.kill('SIGTERM');
+      const code = await exited;
+      await kill();
+      return code;
+    },
+  };
+}
+
+/** `routeFirst`: a route of the test's, tried before the fake's pod routes. */
+async function controller(pods: h.Pod[], mode: 'label' | 'delete', routeFirst?: (collection: () => h.PodCollection) => Parameters<h.FakeKubeApi['addRoute']>[0]) {
   const api = await h.startFakeKubeApi({ pods });
+  if (routeFirst !== undefined) api.addRoute(routeFirst(() => collection));
   const collection = h.servePodWatch(api);
-  const conn = loadKubeconfig(api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' }));
-  const logs: Array<Record<string, unknown>> = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
-  const stop = new AbortController();
-  const running = runRepairController(conn, { nodeName: NODE, mode }, log, stop.signal);
+  const repair = startRepair({ REPAIR_MODE: mode, KUBECONFIG: api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' }) });
   await until('the first watch', () => collection.openWatches() === 1);
   return {
     api,
     pods: collection,
-    conn,
-    logs,
+    logs: repair.logs,
     label: (name: string) => (api.pods.get(`default/${name}`)?.metadata.labels as Record<string, string> | undefined)?.[UNINITIALIZED_LABEL],
     requests: (method: string, name: string) => api.requests.filter((r) => r.method === method && r.path === `/api/v1/namespaces/default/pods/${name}`),
     watchFrom: (n: number) => new URLSearchParams(collection.watches()[n]?.query).get('resourceVersion'),
     async stop() {
-      stop.abort();
-      await running;
+      assert.equal(await repair.stop(), 0, repair.output().stderr);
       await api.close();
     },
   };
@@ -91,7 +104,7 @@ describe('repair controller, label mode', () => {
         assert.equal(c.requests('PATCH', name).length, 0, name);
         assert.equal(c.label(name), undefined, name);
       }
-      assert.ok(c.logs.some((l) => l.msg === 'repaired a pod that started without traffic capture' && l.pod === 'default/broken-0'));
+      assert.ok(c.logs().some((l) => l.msg === 'repaired a pod that started without traffic capture' && l.pod === 'default/broken-0'));
       // The list and the watch asked for this node's pods only.
       assert.equal(new URLSearchParams(c.pods.lists()[0]!.query).get('fieldSelector'), `spec.nodeName=${NODE}`);
       assert.equal(new URLSearchParams(c.pods.watches()[0]!.query).get('fieldSelector'), `spec.nodeName=${NODE}`);
@@ -108,7 +121,7 @@ describe('repair controller, label mode', () => {
       c.pods.put(broken('elsewhere-0', { spec: { nodeName: 'other-node' } })); // no event for this node's watch...
       c.pods.bookmark(); // ...but the bookmark moves its resourceVersion on
       const bookmarked = c.pods.resourceVersion();
-      await until('the bookmark', () => c.logs.some((l) => l.msg === 'watch event' && l.type === 'BOOKMARK'));
+      await until('the bookmark', () => c.logs().some((l) => l.msg === 'watch event' && l.type === 'BOOKMARK'));
       assert.equal(c.pods.dropWatches(), 1);
       c.pods.put(broken('broken-0')); // happens while the watch is down
       await until('broken-0 labelled', () => c.label('broken-0') === 'true');
@@ -134,7 +147,7 @@ describe('repair controller, label mode', () => {
       await until('missed-0 labelled', () => c.label('missed-0') === 'true');
       assert.equal(c.pods.lists().length, 2);
       assert.ok(Number(c.watchFrom(1)) >= watchedFrom, 'the resumed watch used the old resourceVersion');
-      assert.ok(c.logs.some((l) => l.msg === 'watch resourceVersion expired: listing again'));
+      assert.ok(c.logs().some((l) => l.msg === 'watch resourceVersion expired: listing again'));
       await until('a watch from the new list', () => c.pods.openWatches() === 1);
       assert.equal(c.watchFrom(c.pods.watches().length - 1), relistedAt);
       // The relist saw broken-0 again, already labelled: still one PATCH.
@@ -163,36 +176,23 @@ describe('repair controller, delete mode', () => {
   });
 
   it('does not delete a newer pod of the same name (UID precondition)', async () => {
-    const api = await h.startFakeKubeApi({ pods: [broken('web-0')] });
-    const pods = h.servePodWatch(api);
-    const conn = loadKubeconfig(api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' }));
+    // The pod is replaced by a new one of the same name (a StatefulSet) just as the DELETE arrives.
+    let replacement: h.Pod | undefined;
+    const c = await controller([broken('web-0')], 'delete', (collection) => ({ req, url }) => {
+      if (req.method === 'DELETE' && url.pathname === '/api/v1/namespaces/default/pods/web-0' && replacement === undefined) {
+        collection().remove('default', 'web-0');
+        replacement = collection().put(healthy('web-0'));
+      }
+      return false;
+    });
     try {
-      const stale = WatchedPod.parse(api.pods.get('default/web-0'));
-      pods.remove('default', 'web-0');
-      const replacement = pods.put(healthy('web-0'));
-      assert.equal(await deletePod(conn, stale, AbortSignal.timeout(5_000)), false);
-      assert.equal(api.pods.get('default/web-0')?.metadata.uid, replacement.metadata.uid);
-      assert.equal(api.requests.at(-1)?.status, 409);
+      await until('the DELETE', () => c.requests('DELETE', 'web-0').length === 1);
+      await until('its log line', () => c.logs().some((l) => l.msg === 'pod already gone or replaced: not deleted'));
+      assert.equal(c.requests('DELETE', 'web-0')[0]?.status, 409);
+      assert.equal(c.api.pods.get('default/web-0')?.metadata.uid, replacement?.metadata.uid);
+      assert.ok(!c.logs().some((l) => l.msg === 'repaired a pod that started without traffic capture'));
     } finally {
-      await api.close();
-    }
-  });
-});
-
-describe('repair credentials', () => {
-  it('talks to the API with the pod\'s service account (KUBERNETES_SERVICE_HOST, ca.crt, token)', async () => {
-    const api = await h.startFakeKubeApi({ pods: [broken('web-0')] });
-    h.servePodWatch(api);
-    try {
-      const dir = h.makeTempDir('icni-sa-');
-      copyFileSync(api.pki.caCert, join(dir, 'ca.crt'));
-      writeFileSync(join(dir, 'token'), `${api.token}\n`);
-      const conn = inClusterConnection({ KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(api.port) }, dir);
-      const list = await listNodePods(conn, NODE, AbortSignal.timeout(5_000));
-      assert.deepEqual(list.items.map((p) => p.metadata.name), ['web-0']);
-      assert.equal(api.requests.at(-1)?.auth, 'token');
-    } finally {
-      await api.close();
+      await c.stop();
     }
   });
 });
@@ -201,28 +201,19 @@ describe('istio-cni repair, the built executable', () => {
   it('configured from the environment, deletes the broken pod, and stops cleanly on SIGTERM', async () => {
     const api = await h.startFakeKubeApi({ pods: [broken('broken-0'), healthy('healthy-0')] });
     const pods = h.servePodWatch(api);
-    const kubeconfig = api.writeKubeconfig(undefined, { auth: 'tokenFile', caMode: 'file' });
-    const child = spawn(h.DEFAULT_ISTIO_CNI_BIN, ['repair'], {
-      env: h.minimalEnv({ NODE_NAME: NODE, REPAIR_MODE: 'delete', KUBECONFIG: kubeconfig }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const stopChild = h.trackChild(child, 'istio-cni repair');
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    const repair = startRepair({ REPAIR_MODE: 'delete', LOG_LEVEL: 'info', KUBECONFIG: api.writeKubeconfig(undefined, { auth: 'tokenFile', caMode: 'file' }) });
     try {
-      await until('broken-0 deleted', () => !api.pods.has('default/broken-0'), 10_000);
+      await until('broken-0 deleted', () => !api.pods.has('default/broken-0'));
       await until('the watch', () => pods.openWatches() === 1);
-      child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
-      const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-      assert.ok(lines.some((l) => l.msg === 'repaired a pod that started without traffic capture' && l.action === 'delete' && l.pod === 'default/broken-0'), stdout);
+      assert.equal(await repair.stop(), 0, repair.output().stderr);
+      const lines = repair.logs();
+      assert.ok(lines.some((l) => l.msg === 'repaired a pod that started without traffic capture' && l.action === 'delete' && l.pod === 'default/broken-0'), repair.output().stdout);
       assert.equal(lines.at(-1)?.msg, 'repair controller stopped');
       assert.ok(api.pods.has('default/healthy-0'));
+      // The kubeconfig's tokenFile: every request carried the token.
+      for (const r of api.requests) assert.equal(r.auth, 'token', `${r.method} ${r.path}`);
     } finally {
-      await stopChild();
+      await repair.stop();
       await api.close();
     }
   });

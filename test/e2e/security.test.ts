@@ -73,6 +73,9 @@ describe('CNI_NETNS must be a pod\'s network namespace', () => {
     // A second mount of the node's netns file: same namespace, different path.
     const bound = join(dir, 'bound-node');
     writeFileSync(bound, '');
+    // Opened without blocking: a FIFO nobody writes to is refused at once.
+    const fifo = join(dir, 'fifo');
+    await h.runOk(['/usr/bin/mkfifo', fifo]);
     await h.runOk(['/usr/bin/mount', '--bind', e.topo.node.path, bound]);
     h.registerCleanup(`umount ${bound}`, () => void h.run(['/usr/bin/umount', bound]));
     try {
@@ -84,6 +87,7 @@ describe('CNI_NETNS must be a pod\'s network namespace', () => {
         ['/proc/self/ns/mnt', /not a network namespace/],
         [dir, /not a network namespace/],
         ['/dev/null', /not a network namespace/],
+        [fifo, /not a network namespace/],
         [`${e.topo.pod.path}/..`, /not a network namespace|ENOTDIR/],
         ['relative/netns', /CNI_NETNS/],
       ];

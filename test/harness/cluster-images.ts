@@ -13,7 +13,7 @@ import { BASE_IMAGE, baseRootfsTarball, makePodman } from './image-build.ts';
 import { buildPauseImageArchive } from './oci-image.ts';
 import { makeTempDir, minimalEnv, runOk } from './proc.ts';
 
-/** The image deploy's overlay names for the DaemonSet (cluster/overlay/kustomization.yaml). */
+/** The image cluster/values.yaml names for the DaemonSet. */
 export const PLUGIN_IMAGE = 'localhost/istio-cni:cluster';
 /** The proxy image the injected pods name (cluster/inject/overrides.yaml: hub, image, tag). */
 export const PROXY_IMAGE = 'localhost/icni-proxy-standin:cluster';

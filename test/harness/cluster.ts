@@ -1,8 +1,8 @@
 // A real one-node Kubernetes cluster on this machine, as root and without systemd: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler (built from source by
 // `cluster/build.sh k8s`), Debian's containerd 1.6 and the kubelet, with a bridge + host-local
-// conflist standing in for calico and our DaemonSet applied from deploy/ through
-// cluster/overlay. Everything lives in CLUSTER_DIR; the processes are detached (they outlive the
+// conflist standing in for calico and our DaemonSet installed with `helm install` of the chart in
+// deploy/charts/istio-cni with cluster/values.yaml. Everything lives in CLUSTER_DIR; the processes are detached (they outlive the
 // `scripts/cluster.sh up` that starts them) and recorded by PID in its state file, which is
 // also what `down` undoes. One cluster per machine: fixed ports (2379, 2380, 6443, 10248,
 // 10250, 10257, 10259) and fixed names.
@@ -12,7 +12,6 @@ import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { machineSnapshot, NET, prepareHost, restoreHost, shimPids, sweepNode, type MachineSnapshot, type SandboxRef } from './cluster-host.ts';
 import { importClusterImages } from './cluster-images.ts';
 import { makeClusterPki, type CertName, type ClusterPki } from './cluster-pki.ts';
@@ -26,8 +25,11 @@ export const NODE_NAME = 'icni-node';
 /** The primary network (standing in for calico): its name, and its file in the node's net.d. */
 export const PRIMARY_NETWORK = 'icni-cluster';
 export const PRIMARY_CONFLIST = '10-icni-bridge.conflist';
-/** cluster/overlay: deploy/istio-cni.yaml with this cluster's image and host paths. */
-export const OVERLAY_DIR = join(REPO_ROOT, 'cluster', 'overlay');
+/** The chart, and the values that set this cluster's image and host paths. */
+export const CHART_DIR = join(REPO_ROOT, 'deploy', 'charts', 'istio-cni');
+export const CLUSTER_VALUES = join(REPO_ROOT, 'cluster', 'values.yaml');
+/** The Helm release of our DaemonSet, in kube-system. */
+export const RELEASE = 'istio-cni';
 export { NET };
 
 export const paths = {
@@ -40,15 +42,17 @@ export const paths = {
   containerdSocket: join(CLUSTER_DIR, 'containerd', 'containerd.sock'),
   kubeletRoot: join(CLUSTER_DIR, 'kubelet'),
   podLogs: join(CLUSTER_DIR, 'pod-logs'),
-  /** The node's CNI dirs, as the overlay maps the DaemonSet's /opt/cni/bin and /etc/cni/net.d. */
+  /** The node's CNI dirs, as cluster/values.yaml sets cniBinDir and cniConfDir. */
   cniBin: join(CLUSTER_DIR, 'cni', 'bin'),
   cniNet: join(CLUSTER_DIR, 'cni', 'net.d'),
   ipam: join(CLUSTER_DIR, 'cni', 'ipam'),
-  /** The installer's pod cache socket dir, as the overlay maps it. */
+  /** The installer's pod cache socket dir, as cluster/values.yaml sets podCache.socketPath. */
   podCache: join(CLUSTER_DIR, 'pod-cache'),
-  /** The plugin's log_file, as the overlay sets it. */
+  /** The plugin's log_file, as cluster/values.yaml sets pluginLogFile. */
   pluginLog: join(CLUSTER_DIR, 'cni', 'istio-cni.log'),
   work: join(CLUSTER_DIR, 'work'),
+  /** helm's cache, config and data (release storage is in the cluster; this is the client's). */
+  helm: join(CLUSTER_DIR, 'helm'),
   /** The apiserver's audit log: every request of our DaemonSet's ServiceAccount (PLUGIN_USER). */
   auditLog: join(CLUSTER_DIR, 'logs', 'audit.log'),
 } as const;
@@ -432,7 +436,7 @@ export interface PluginLogLine {
   [key: string]: unknown;
 }
 
-/** The plugin's log on the node (the overlay's log_file), one object per line. */
+/** The plugin's log on the node (cluster/values.yaml's pluginLogFile), one object per line. */
 export function pluginLog(): PluginLogLine[] {
   if (!existsSync(paths.pluginLog)) return [];
   return readFileSync(paths.pluginLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PluginLogLine);
@@ -481,8 +485,8 @@ export function primaryConflist(): string {
   }, null, 2)}\n`;
 }
 
-/** The Kubernetes kit's bin dir, built when missing (20-40 min cold on 2 cores). */
-export async function kitBins(kit: 'k8s' | 'istio'): Promise<string> {
+/** A kit's bin dir (cluster/build.sh), built when missing (k8s, istio: 10-20 min cold on 2 cores; helm: 2 min). */
+export async function kitBins(kit: 'k8s' | 'istio' | 'helm'): Promise<string> {
   const r = await new Promise<RunResult>((resolve) => {
     const child = spawn('/usr/bin/bash', [join(REPO_ROOT, 'cluster', 'build.sh'), kit], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } });
     let stdout = '';
@@ -577,38 +581,48 @@ export async function publishMeshRootCert(namespace: string): Promise<void> {
   await kubectl(['-n', namespace, 'create', 'configmap', 'istio-ca-root-cert', `--from-file=root-cert.pem=${join(paths.pki, 'ca.crt')}`]);
 }
 
-/** An object of the overlay's rendering, as JSON. */
-export type ManifestObject = { kind: string; metadata: { name: string } } & Record<string, unknown>;
+/** helm (cluster/build.sh helm) on this cluster as its admin; its own files in the cluster dir. */
+export async function helm(args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  const bin = join(await kitBins('helm'), 'helm');
+  const home = (what: string) => join(paths.helm, what);
+  const r = await run([bin, `--kubeconfig=${paths.adminKubeconfig}`, ...args], {
+    env: minimalEnv({ HOME: CLUSTER_DIR, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') }),
+    timeoutMs: opts.timeoutMs ?? 120_000,
+  });
+  if (r.code !== 0) throw new Error(`helm ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r;
+}
 
 /**
- * `kubectl apply -k cluster/overlay` and wait for the DaemonSet's pod to be Ready. With `edit`, the
- * overlay's rendering (`kubectl kustomize`) is changed by it first and applied as a List.
+ * The chart with cluster/values.yaml and `values` on top (helm's --set, e.g. `repair.deletePods=false`),
+ * as an operator installs and changes it (`helm upgrade --install`: an install the first time; an
+ * upgrade also makes again what was deleted behind helm's back, e.g. the DaemonSet); then the
+ * DaemonSet's pod Ready.
  */
-export async function installDaemonSet(edit?: (objects: ManifestObject[]) => void): Promise<void> {
-  if (edit === undefined) {
-    await kubectl(['apply', '-k', OVERLAY_DIR]);
-  } else {
-    const objects = parseAllDocuments((await kubectl(['kustomize', OVERLAY_DIR])).stdout).map((d) => d.toJS() as ManifestObject);
-    edit(objects);
-    await kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) });
-  }
+export async function installDaemonSet(values: readonly string[] = []): Promise<void> {
+  await upgradeRelease(values);
   await kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/istio-cni-node', '--timeout=180s'], { timeoutMs: 200_000 });
 }
 
-/** The DaemonSet's pods, by the overlay's label. */
+/** `helm upgrade --install` of the chart with cluster/values.yaml and `values`, not waiting for the rollout. */
+export async function upgradeRelease(values: readonly string[]): Promise<void> {
+  await helm(['upgrade', '--install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES, ...values.flatMap((v) => ['--set', v])]);
+}
+
+/** The DaemonSet's pods, by the chart's label. */
 export async function daemonSetPods(): Promise<Array<{ metadata: { name: string; uid: string; deletionTimestamp?: string }; status: { containerStatuses?: Array<{ name: string; restartCount: number; ready: boolean; image: string; containerID?: string; state?: { running?: { startedAt: string } } }> } }>> {
   return (await kubectlJson<{ items: never[] }>(['-n', 'kube-system', 'get', 'pods', '-l', 'app.kubernetes.io/name=istio-cni'])).items;
 }
 
-/** Only the DaemonSet deleted (its ServiceAccount, RBAC and ConfigMap stay), waiting until its pods are gone. */
+/** Only the DaemonSet deleted (the release's ServiceAccount, RBAC and ConfigMap stay), waiting until its pods are gone. */
 export async function deleteDaemonSet(): Promise<void> {
   await kubectl(['-n', 'kube-system', 'delete', 'daemonset', 'istio-cni-node', '--wait=true']);
   await waitUntil('istio-cni-node pods gone', async () => (await daemonSetPods()).length === 0 || 'still there', 60_000, 250);
 }
 
-/** `kubectl delete -k cluster/overlay`, waiting until the DaemonSet's pods are gone. */
+/** `helm uninstall`, waiting until the DaemonSet's pods are gone. */
 export async function uninstallDaemonSet(): Promise<void> {
-  await kubectl(['delete', '-k', OVERLAY_DIR, '--wait=true']);
+  await helm(['uninstall', RELEASE, '--namespace', 'kube-system', '--wait', '--timeout=60s'], { timeoutMs: 90_000 });
   await waitUntil('istio-cni-node pods gone', async () => {
     const r = await kubectl(['-n', 'kube-system', 'get', 'pods', '-l', 'app.kubernetes.io/name=istio-cni', '-o', 'name']);
     return r.stdout.trim() === '' || r.stdout.trim();

@@ -9,3 +9,4 @@ export * from './e2e.ts';
 export * from './kube-watch.ts';
 export * from './nftables.ts';
 export * from './capture-traffic.ts';
+export * from './cgroup.ts';

@@ -8,8 +8,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import * as h from '../harness/index.ts';
-import { fuzzCase, TRAFFIC_ANNOTATION_KEYS, type FuzzCase } from './generators.ts';
-import { classify, FULL_NFT_RULE_SET, FULL_RULE_SET, installFullRuleSet, NOTHING, ourState, processProblems, resetNat, specErrorProblems, type NetnsState } from './oracle.ts';
+import { fuzzCase, TRAFFIC_ANNOTATION_KEYS, type FuzzCase, type PodRule } from './generators.ts';
+import { classify, FULL_NFT_RULE_SET, FULL_RULE_SET, installFullRuleSet, NOTHING, ourState, POD_RULE_MARKER, processProblems, resetNat, specErrorProblems, tableRecords, type NetnsState } from './oracle.ts';
 
 export interface CampaignOptions {
   /** How many invocations in all. */
@@ -125,7 +125,26 @@ function servePod(c: FuzzCase, env: Env): string {
 function describeCase(c: FuzzCase, stdin: Buffer, envVars: Record<string, string>): string {
   const shown = stdin.length > 600 ? `${stdin.subarray(0, 600).toString('utf8')}… (${stdin.length} bytes)` : stdin.toString('utf8');
   const vars = Object.fromEntries(Object.entries(envVars).map(([k, v]) => [k, v.length > 200 ? `${v.slice(0, 200)}… (${v.length})` : v]));
-  return `env ${JSON.stringify(vars)}\nstdin ${JSON.stringify(shown)}\npod ${JSON.stringify({ ...c.pod, annotations: Object.keys(c.pod.annotations) })} preinstalled=${c.preinstalled}`;
+  return `env ${JSON.stringify(vars)}\nstdin ${JSON.stringify(shown)}\npod ${JSON.stringify({ ...c.pod, annotations: Object.keys(c.pod.annotations) })} preinstalled=${c.preinstalled} podRules=${JSON.stringify(c.podRules)}`;
+}
+
+/**
+ * Adds the pod's own rules (those iptables refuses, e.g. a jump to a chain of ours that is not
+ * there, are left out) and returns what of them must survive the case: every rule of the pod's that
+ * does not jump into a chain of ours (those go with our chains).
+ */
+async function addPodRules(worker: h.Netns, backend: 'nft' | 'legacy', rules: PodRule[]): Promise<string[]> {
+  for (const r of rules) {
+    const direction = r.chain === 'OUTPUT' || r.chain === 'POSTROUTING' ? '-o' : '-i';
+    await h.execInNetns(worker, [`/usr/sbin/iptables-${backend}`, '-t', r.table, '-A', r.chain, ...(r.iface === undefined ? [] : [direction, r.iface]), '-m', 'comment', '--comment', `${POD_RULE_MARKER} ${r.comment}`, '-j', r.target]);
+  }
+  return podRecords(worker, backend);
+}
+
+/** The pod's own rules that do not jump into our chains, in nat and filter. */
+async function podRecords(worker: h.Netns, backend: 'nft' | 'legacy'): Promise<string[]> {
+  const tables = await Promise.all(['nat', 'filter'].map(async (table) => (await tableRecords(worker, backend, table)).map((r) => `${table}: ${r}`)));
+  return tables.flat().filter((r) => r.includes(POD_RULE_MARKER) && !/ -j ISTIO_[A-Z_]+$/.test(r));
 }
 
 /** One case on one worker netns; returns the problems found (none is a pass) and how it ended. */
@@ -137,6 +156,10 @@ async function runCase(c: FuzzCase, env: Env, worker: h.Netns): Promise<{ proble
   // Workers end every case reset, so the state before is known without reading it.
   const backend = backendOf(c);
   if (c.preinstalled) await installFullRuleSet(worker, backend);
+  // A pod's own rules are iptables rules (iptables-nft's under native nftables, whose DEL must leave
+  // them as much as the tables of anyone else).
+  const podBackend = backend === 'nftables' ? 'nft' : backend;
+  const podRulesBefore = c.podRules.length > 0 ? await addPodRules(worker, podBackend, c.podRules) : [];
   const before: NetnsState = { ...NOTHING };
   if (c.preinstalled) before[backend] = backend === 'nftables' ? FULL_NFT_RULE_SET : FULL_RULE_SET;
   const t0 = performance.now();
@@ -145,7 +168,14 @@ async function runCase(c: FuzzCase, env: Env, worker: h.Netns): Promise<{ proble
   env.api.pods.delete(`${c.pod.namespace}/${podName}`);
   const after = await ourState(worker);
   const problems = [...processProblems(result), ...outputProblems(c, result), ...netnsProblems(c, backend, result, before, after)];
-  for (const b of BACKENDS) if (after[b].length > 0) await resetNat(worker, b);
+  if (c.podRules.length > 0) {
+    const podRulesAfter = await podRecords(worker, podBackend);
+    if (JSON.stringify(podRulesAfter) !== JSON.stringify(podRulesBefore)) {
+      problems.push(`the pod's own rules changed:\nbefore ${JSON.stringify(podRulesBefore)}\nafter ${JSON.stringify(podRulesAfter)}`);
+    }
+    await resetNat(worker, podBackend, 'filter');
+  }
+  for (const b of BACKENDS) if (after[b].length > 0 || (b === podBackend && c.podRules.length > 0)) await resetNat(worker, b);
   const outcome = result.code === 0 ? 'ok' : String((JSON.parse(result.stdout.split('\n')[0] || 'null') as { code?: number } | null)?.code ?? `exit ${result.code}`);
   return { problems: problems.map((p) => `${p}\n${describeCase(c, stdin, vars)}\nstdout ${result.stdout.slice(0, 500)}\nstderr ${result.stderr.slice(0, 500)}`), outcome };
 }

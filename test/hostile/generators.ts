@@ -46,6 +46,19 @@ export interface PodSpec {
   corrupt?: { path: 'containers' | 'annotations' | 'metadata' | 'spec'; value: unknown };
 }
 
+/**
+ * A rule of the pod's own, added with iptables: a comment (quoted by iptables-save, newlines and all)
+ * or an interface name (printed bare, up to 15 characters) that reads like more lines of restore
+ * input, jumping to one of our chains or not.
+ */
+export interface PodRule {
+  table: 'nat' | 'filter';
+  chain: 'PREROUTING' | 'OUTPUT' | 'INPUT' | 'POSTROUTING';
+  comment: string;
+  iface?: string;
+  target: 'ACCEPT' | 'RETURN' | 'ISTIO_INBOUND' | 'ISTIO_OUTPUT' | 'ISTIO_REDIRECT';
+}
+
 export interface FuzzCase {
   command: string;
   netns: NetnsChoice;
@@ -60,6 +73,8 @@ export interface FuzzCase {
   pod: PodSpec;
   /** Our rule set already in the netns (a repeated ADD). */
   preinstalled: boolean;
+  /** Rules the pod (with NET_ADMIN) added to its own netns before the case, after ours when preinstalled. */
+  podRules: PodRule[];
   /** No mutation at all: the outcome is known. */
   clean: boolean;
 }
@@ -199,7 +214,73 @@ const envMutation: fc.Arbitrary<EnvMutation> = fc.oneof(
 // The pod the API server serves
 
 type PodMutation = (pod: PodSpec) => void;
+
+const rangeList = (n: number) => Array.from({ length: n }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.0/24`).join(',');
+const interfaceList = (n: number) => Array.from({ length: n }, (_, i) => `vm${i}`).join(',');
+const portListOf = (n: number) => Array.from({ length: n }, (_, i) => String(i + 1)).join(',');
+const PORT_LIST_KEYS = [
+  'traffic.sidecar.istio.io/includeInboundPorts',
+  'traffic.sidecar.istio.io/excludeInboundPorts',
+  'traffic.sidecar.istio.io/includeOutboundPorts',
+  'traffic.sidecar.istio.io/excludeOutboundPorts',
+] as const;
+
+/**
+ * Annotations that multiply: include ranges × VM interfaces (one PREROUTING rule each, 1..400 of
+ * each, from a few rules to 160,000), and lists around the item cap, alone or several at once.
+ */
+const multiplyingAnnotations: fc.Arbitrary<PodMutation> = fc.oneof(
+  fc
+    .tuple(fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 400 }), fc.constantFrom('istio.io/reroute-virtual-interfaces', 'traffic.sidecar.istio.io/kubevirtInterfaces'))
+    .map(([ranges, interfaces, key]): PodMutation => (p) => {
+      p.annotations['traffic.sidecar.istio.io/includeOutboundIPRanges'] = rangeList(ranges);
+      p.annotations[key] = interfaceList(interfaces);
+    }),
+  fc
+    .array(fc.tuple(fc.constantFrom(...PORT_LIST_KEYS), fc.integer({ min: 900, max: 1100 })), { minLength: 1, maxLength: 4 })
+    .map((lists): PodMutation => (p) => {
+      for (const [key, n] of lists) p.annotations[key] = portListOf(n);
+    }),
+);
+
+/** Text that reads like restore input when iptables-save prints it verbatim. */
+const INJECTED_LINES = [
+  '\n-A OUTPUT --modprobe=/tmp/icni-fuzz-modprobe -j ISTIO_OUTPUT',
+  '\nCOMMIT\n*filter\n-F\n-A INPUT -j DROP\nCOMMIT',
+  '\n-A PREROUTING -p tcp -j ISTIO_INBOUND',
+  '\n:ISTIO_FAKE - [0:0]',
+  '\n-X ISTIO_OUTPUT',
+  '"\n-D OUTPUT 1',
+  '\\"\n-A OUTPUT -j ACCEPT',
+  "'\n*raw\n-F",
+  '\\',
+  '"',
+  ' -j ISTIO_REDIRECT ',
+];
+/** Interface names of at most 15 characters that break a line where iptables-save prints them bare. */
+const INJECTED_IFACES = ['a\n-A OUTPUT', 'x\n*filter', 'e\nCOMMIT', 'a\n:ISTIO_X -', 'b\n-A -j', 'q"\n-F', 'eth0'];
+
+const podRule: fc.Arbitrary<PodRule> = fc
+  .record({
+    table: fc.constantFrom<PodRule['table']>('nat', 'nat', 'filter'),
+    chain: fc.constantFrom<PodRule['chain']>('PREROUTING', 'OUTPUT', 'INPUT', 'POSTROUTING'),
+    comment: fc.oneof(
+      fc.constantFrom(...INJECTED_LINES),
+      fc.array(fc.oneof(fc.constantFrom(...INJECTED_LINES), hostileAtom), { minLength: 1, maxLength: 3 }).map((a) => a.join('')),
+    ),
+    iface: fc.option(fc.constantFrom(...INJECTED_IFACES), { nil: undefined }),
+    target: fc.constantFrom<PodRule['target']>('ACCEPT', 'RETURN', 'ISTIO_INBOUND', 'ISTIO_OUTPUT', 'ISTIO_REDIRECT'),
+  })
+  // iptables has a nat INPUT, but no PREROUTING in filter; a comment holds at most 256 bytes, and no NUL.
+  .map(({ iface, ...r }): PodRule => ({
+    ...r,
+    ...(iface === undefined ? {} : { iface }),
+    chain: r.table === 'filter' && (r.chain === 'PREROUTING' || r.chain === 'POSTROUTING') ? 'INPUT' : r.chain,
+    comment: r.comment.replaceAll('\0', '').slice(0, 200),
+  }));
+
 const podMutation: fc.Arbitrary<PodMutation> = fc.oneof(
+  { weight: 1, arbitrary: multiplyingAnnotations },
   fc.tuple(fc.constantFrom(...TRAFFIC_ANNOTATION_KEYS), annotationValue).map(([k, v]): PodMutation => (p) => void (p.annotations[k] = v)),
   fc.tuple(fc.constantFrom(...DECISION_ANNOTATION_KEYS), fc.oneof(hostileString, fc.constantFrom('false', 'true', 'off', 'N', '{}'))).map(([k, v]): PodMutation => (p) => void (p.annotations[k] = v)),
   fc.oneof(hostileString, fc.constantFrom('false', 'no')).map((v): PodMutation => (p) => void (p.labels['sidecar.istio.io/inject'] = v)),
@@ -236,6 +317,7 @@ export const fuzzCase: fc.Arbitrary<FuzzCase> = fc
     damage: fc.oneof({ weight: 5, arbitrary: fc.constant<FuzzCase['damage']>('none') }, { weight: 1, arbitrary: damage }),
     raw: fc.oneof({ weight: 15, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: rawStdin }),
     preinstalled: fc.boolean(),
+    podRules: fc.oneof({ weight: 4, arbitrary: fc.constant<PodRule[]>([]) }, { weight: 1, arbitrary: fc.array(podRule, { minLength: 1, maxLength: 4 }) }),
   })
   .map((r): FuzzCase => {
     const doc: Doc = {
@@ -254,7 +336,7 @@ export const fuzzCase: fc.Arbitrary<FuzzCase> = fc
     for (const m of r.envMutations) m(env, args);
     const pod: PodSpec = { kind: 'injected', namespace: 'default', annotations: {}, labels: {} };
     for (const m of r.podMutations) m(pod);
-    const clean = r.docMutations.length === 0 && r.envMutations.length === 0 && r.podMutations.length === 0 && r.damage === 'none' && r.raw === undefined && r.netns === 'pod';
+    const clean = r.docMutations.length === 0 && r.envMutations.length === 0 && r.podMutations.length === 0 && r.podRules.length === 0 && r.damage === 'none' && r.raw === undefined && r.netns === 'pod';
     return {
       command: r.command,
       netns: r.netns,
@@ -264,6 +346,7 @@ export const fuzzCase: fc.Arbitrary<FuzzCase> = fc
       damage: r.damage,
       pod,
       preinstalled: r.preinstalled,
+      podRules: r.podRules,
       clean: clean && COMMANDS.includes(r.command as (typeof COMMANDS)[number]),
     };
   });

@@ -49,9 +49,10 @@ export async function makeMountNs(): Promise<MountNs> {
  * A stand-in for xtables-<backend>-multi (what iptables-<backend>-restore/-save link to): for the
  * restore it waits `sleepS`, then fails with `failWith` on stderr or runs the real one; every other
  * tool runs the real binary, copied aside before the stand-in is mounted over it. A started restore
- * leaves the file <dir>/restore-started.
+ * leaves the file <dir>/restore-started; with `record`, each restore's input is appended to
+ * <dir>/restore-input (see restoreInputs).
  */
-export async function replaceXtables(ns: MountNs, backend: 'nft' | 'legacy', restore: { sleepS?: number; failWith?: string }): Promise<void> {
+export async function replaceXtables(ns: MountNs, backend: 'nft' | 'legacy', restore: { sleepS?: number; failWith?: string; record?: boolean }): Promise<void> {
   const multi = `/usr/sbin/xtables-${backend}-multi`;
   const real = join(ns.dir, `real-xtables-${backend}-multi`);
   await h.runOk(['/usr/bin/cp', multi, real]);
@@ -59,11 +60,18 @@ export async function replaceXtables(ns: MountNs, backend: 'nft' | 'legacy', res
   mkdirSync(ns.dir, { recursive: true });
   writeFileSync(stub, [
     '#!/usr/bin/python3',
-    'import os, sys, time',
+    'import os, subprocess, sys, time',
     `if sys.argv[0].endswith('-restore'):`,
     `    open(${JSON.stringify(join(ns.dir, 'restore-started'))}, 'w').close()`,
     `    time.sleep(${restore.sleepS ?? 0})`,
     ...(restore.failWith !== undefined ? [`    sys.stderr.write(${JSON.stringify(restore.failWith)})`, '    sys.exit(1)'] : []),
+    ...(restore.record
+      ? [
+          '    data = sys.stdin.buffer.read()',
+          `    with open(${JSON.stringify(join(ns.dir, 'restore-input'))}, 'ab') as f: f.write(data + ${JSON.stringify(RECORD_SEPARATOR)}.encode())`,
+          `    sys.exit(subprocess.run(sys.argv, executable=${JSON.stringify(real)}, input=data).returncode)`,
+        ]
+      : []),
     `os.execv(${JSON.stringify(real)}, sys.argv)`,
     '',
   ].join('\n'));
@@ -114,4 +122,12 @@ export async function forbidXtables(ns: MountNs): Promise<string> {
   chmodSync(stub, 0o755);
   for (const backend of ['nft', 'legacy']) await ns.mount(['--bind', stub, `/usr/sbin/xtables-${backend}-multi`]);
   return marker;
+}
+
+const RECORD_SEPARATOR = '\n#-- end of one restore --\n';
+
+/** Each restore's input, as recorded by replaceXtables(..., { record: true }). */
+export function restoreInputs(ns: MountNs): string[] {
+  const file = join(ns.dir, 'restore-input');
+  return existsSync(file) ? readFileSync(file, 'utf8').split(RECORD_SEPARATOR).slice(0, -1) : [];
 }

@@ -64,10 +64,38 @@ export const FULL_NFT_RULE_SET = h.seedRules('nftables');
 export type NetnsState = { nft: string[]; legacy: string[]; nftables: string[] };
 export const NOTHING: NetnsState = { nft: [], legacy: [], nftables: [] };
 
-/** Our lines in the nat table of each iptables backend (chains and rules naming ISTIO_), and our nftables tables as listed. */
+/** Marks the rules a fuzz case's pod added itself (in a comment): they are the pod's, never ours. */
+export const POD_RULE_MARKER = 'icni-pod';
+
+/**
+ * `iptables -S` of a table as records: a rule comment may hold newlines, printed as they are inside
+ * double quotes (`\"` and `\\` escaped), so a record ends at a newline outside quotes only.
+ */
+export async function tableRecords(ns: h.NetnsRef, backend: 'nft' | 'legacy', table = 'nat'): Promise<string[]> {
+  const { stdout } = await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}`, '-t', table, '-S']);
+  const records: string[] = [];
+  let record = '';
+  let quoted = false;
+  for (let i = 0; i < stdout.length; i++) {
+    const c = stdout[i]!;
+    if (quoted && c === '\\') record += c + (stdout[++i] ?? '');
+    else if (c === '\n' && !quoted) {
+      if (record !== '') records.push(record);
+      record = '';
+    } else {
+      // A quoted string is a whole word: a quote inside a bare word (an interface name) is a character.
+      if (c === '"' && (quoted || record === '' || record.endsWith(' '))) quoted = !quoted;
+      record += c;
+    }
+  }
+  if (record !== '') records.push(record);
+  return records;
+}
+
+/** Our lines (chains and rules naming ISTIO_, but not a pod's own) in the nat table of each iptables backend, and our nftables tables as listed. */
 export async function ourState(ns: h.NetnsRef): Promise<NetnsState> {
-  const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
-  const [nft, legacy, nftables] = await Promise.all([h.iptablesS(ns, 'nft'), h.iptablesS(ns, 'legacy'), h.ourNftTables(ns)]);
+  const ours = (records: string[]) => records.filter((r) => r.includes('ISTIO_') && !r.includes(POD_RULE_MARKER));
+  const [nft, legacy, nftables] = await Promise.all([tableRecords(ns, 'nft'), tableRecords(ns, 'legacy'), h.ourNftTables(ns)]);
   return { nft: ours(nft), legacy: ours(legacy), nftables };
 }
 
@@ -124,13 +152,15 @@ function isCompleteTables(lines: string[]): boolean {
  */
 function isCompleteRuleSet(lines: string[]): boolean {
   const declared = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
-  const jumps = lines.filter((l) => l.startsWith('-A ')).map((l) => ({ from: l.split(' ')[1]!, to: / -[jg] (ISTIO_[A-Z0-9_]+)/.exec(l)?.[1], perInterface: l.includes(' -i ') }));
+  const jumps = lines.filter((l) => l.startsWith('-A ')).map((l) => ({ from: l.split(' ')[1]!, to: / -[jg] (ISTIO_[A-Z0-9_]+)/.exec(l)?.[1] }));
   const targets = new Set(jumps.flatMap((j) => (j.to ? [j.to] : [])));
-  const builtinJumps = jumps.filter((j) => j.to && !j.from.startsWith('ISTIO_') && !j.perInterface).map((j) => `${j.from}>${j.to}`);
+  // The jumps of a rule set into our chains from built-in ones, but the VM reroutes (-i: one per
+  // range and interface, kept twice when listed twice).
+  const builtinJumps = lines.filter((l) => / -[jg] ISTIO_/.test(l) && !l.startsWith('-A ISTIO_') && !l.includes(' -i '));
   return (
     declared.size > 0 &&
     // Rules inside our chains may repeat (a port listed twice is kept, as Istio keeps it); chains and
-    // the jumps from built-in chains may not.
+    // the jumps from built-in chains may not (a second restore would repeat them).
     declared.size === lines.filter((l) => l.startsWith('-N ')).length &&
     [...targets].every((t) => declared.has(t)) &&
     [...declared].every((c) => targets.has(c) && jumps.some((j) => j.from === c)) &&
@@ -138,14 +168,17 @@ function isCompleteRuleSet(lines: string[]): boolean {
   );
 }
 
-/** Empties the nat table of an iptables backend (a restore without --noflush), or deletes our nftables tables; the test's own netns only. */
-export async function resetNat(ns: h.Netns, backend: h.CaptureBackend): Promise<void> {
+/**
+ * Empties a table (nat unless told) of an iptables backend (a restore without --noflush), or deletes
+ * our nftables tables; the test's own netns only.
+ */
+export async function resetNat(ns: h.Netns, backend: h.CaptureBackend, table: 'nat' | 'filter' = 'nat'): Promise<void> {
   if (!h.isOwnedNetns(ns)) throw new Error(`refusing to reset ${ns.name}: not a netns this process made`);
   if (backend === 'nftables') {
     await h.execInNetnsOk(ns, [h.NFT, '-f', '-'], { input: h.NFT_TABLES.map((t) => `add table inet ${t}\ndelete table inet ${t}\n`).join('') });
     return;
   }
-  await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '-w', '10'], { input: '*nat\nCOMMIT\n' });
+  await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '-w', '10'], { input: `*${table}\nCOMMIT\n` });
 }
 
 /** The default rule set, as an earlier ADD on this backend left it. */

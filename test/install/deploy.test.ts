@@ -1,15 +1,15 @@
 /**
  * deploy/istio-cni.yaml fits the installer: the DaemonSet mounts what its environment names, the
- * ConfigMap's entry is one the installer accepts, the probes reach the installer's HTTP server,
- * repair runs beside it, and the RBAC covers the plugin and repair (deploy/taint: the taint).
+ * ConfigMap's entry is one the installer accepts, the probes reach the installer's HTTP server
+ * (metrics on a port of their own), repair runs inside the installer, and the RBAC covers the plugin
+ * and repair (the chart's taint.enabled: the taint, test/install/chart.test.ts).
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, it } from 'node:test';
 import * as h from '../harness/index.ts';
-import { parseAllDocuments } from 'yaml';
-import { container, daemonSetEnv, find, hostMounts, manifestObjects, POD_IP, type K8sObject } from './manifest.ts';
+import { container, daemonSetEnv, find, hostMounts, manifestObjects, POD_IP } from './manifest.ts';
 import { CALICO, makeFakeNode, readConflist, startInstaller, stopInstaller } from './node.ts';
 
 after(h.cleanupAll);
@@ -33,23 +33,29 @@ it('the DaemonSet mounts the host dirs its environment names, on the host networ
   assert.equal(pod.serviceAccountName, find(objects, 'ServiceAccount').metadata.name);
 });
 
-it('the ClusterRole lets the plugin read pods and repair restart them, bound to the DaemonSet\'s account', () => {
+it('the ClusterRole lets the plugin read pods, the cache and repair watch them and repair label them, bound to the DaemonSet\'s account', () => {
   const objects = manifestObjects();
   const rules = find(objects, 'ClusterRole').rules!;
-  const podVerbs = new Set(rules.filter((r) => r.apiGroups.includes('') && r.resources.includes('pods')).flatMap((r) => r.verbs));
-  for (const verb of ['get', 'list', 'watch', 'patch', 'delete']) assert.ok(podVerbs.has(verb), verb);
+  // Repair runs in label mode by default: patch, no delete (the chart grants delete in delete mode).
+  assert.deepEqual(rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch'] }]);
+  const env = daemonSetEnv(objects);
+  assert.deepEqual([env.REPAIR_ENABLED, env.REPAIR_LABEL_PODS, env.REPAIR_DELETE_PODS], ['true', 'true', 'false']);
   const binding = find(objects, 'ClusterRoleBinding');
   assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'istio-cni' });
   const sa = find(objects, 'ServiceAccount');
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
 });
 
-it('the probes ask the installer\'s HTTP server, on the node\'s address and the port the environment names', async () => {
+it('the probes ask the installer\'s HTTP server, on the node\'s address and the port the environment names; metrics have their own', async () => {
   const objects = manifestObjects();
   const install = container(objects, 'install-cni');
   const env = daemonSetEnv(objects);
   assert.equal(env.HTTP_ADDRESS, POD_IP, 'status.podIP: a host-network pod\'s is the node\'s');
-  assert.deepEqual(install.ports, [{ name: 'http', containerPort: Number(env.HTTP_PORT), protocol: 'TCP' }]);
+  assert.deepEqual(install.ports, [
+    { name: 'http', containerPort: Number(env.HTTP_PORT), protocol: 'TCP' },
+    { name: 'metrics', containerPort: Number(env.MONITORING_PORT), protocol: 'TCP' },
+  ]);
+  assert.notEqual(env.HTTP_PORT, env.MONITORING_PORT);
   assert.deepEqual(install.readinessProbe?.httpGet, { path: '/readyz', port: 'http' });
   assert.deepEqual(install.livenessProbe?.httpGet, { path: '/healthz', port: 'http' });
 
@@ -66,28 +72,14 @@ it('the probes ask the installer\'s HTTP server, on the node\'s address and the 
   assert.equal(await stopInstaller(installer), 0);
 });
 
-it('repair runs beside the installer: same image, this node, label mode unless changed, no privileges', () => {
+it('repair runs inside the installer, in label mode unless changed: one container, no separate repair process', () => {
   const objects = manifestObjects();
-  const repair = container(objects, 'repair');
-  assert.equal(repair.image, container(objects, 'install-cni').image);
-  assert.deepEqual(repair.command, ['/usr/local/bin/istio-cni', 'repair']);
-  assert.deepEqual(daemonSetEnv(objects, 'test-node', 'repair'), { NODE_NAME: 'test-node', REPAIR_MODE: 'label' });
-  assert.equal(repair.securityContext?.runAsNonRoot, true);
-  assert.deepEqual(repair.securityContext?.capabilities, { drop: ['ALL'] });
-  assert.equal(repair.volumeMounts, undefined, 'no host path');
-});
-
-it('deploy/taint adds the taint setting to the installer and nodes get and patch to the RBAC, nothing else', () => {
-  const dir = join(h.REPO_ROOT, 'deploy', 'taint');
-  const objects = parseAllDocuments(readFileSync(join(dir, 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as K8sObject);
-  assert.deepEqual(find(objects, 'ClusterRole').rules, [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
-  const sa = find(manifestObjects(), 'ServiceAccount');
-  assert.deepEqual(find(objects, 'ClusterRoleBinding').subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
-  const component = readFileSync(join(dir, 'kustomization.yaml'), 'utf8');
-  assert.match(component, /name: NODE_READINESS_TAINT\n\s+value: "true"/);
-  // The base leaves it off: nodes are not everyone's to taint.
-  assert.equal(daemonSetEnv(manifestObjects()).NODE_READINESS_TAINT, undefined);
-  assert.ok(!find(manifestObjects(), 'ClusterRole').rules!.some((r) => r.resources.includes('nodes')));
+  assert.deepEqual(find(objects, 'DaemonSet').spec!.template.spec.containers.map((x) => x.name), ['install-cni']);
+  const env = daemonSetEnv(objects);
+  assert.deepEqual([env.REPAIR_ENABLED, env.REPAIR_LABEL_PODS, env.REPAIR_DELETE_PODS], ['true', 'true', 'false']);
+  // The taint is off: nodes are not everyone's to taint.
+  assert.equal(env.NODE_READINESS_TAINT, undefined);
+  assert.ok(!find(objects, 'ClusterRole').rules!.some((r) => r.resources.includes('nodes')));
 });
 
 it('the installer accepts the DaemonSet\'s environment and inserts the ConfigMap\'s entry', async () => {

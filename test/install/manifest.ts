@@ -63,10 +63,10 @@ export function container(objects: K8sObject[], name: string): Container {
 /** The node's address as the downward API gives a host-network pod (status.podIP) in these tests. */
 export const POD_IP = '127.0.0.1';
 
-/** A container's environment with ConfigMap and downward API references resolved, as kubelet would give it on `nodeName`. */
-export function daemonSetEnv(objects: K8sObject[], nodeName = 'test-node', containerName = 'install-cni'): Record<string, string> {
+/** The installer container's environment with ConfigMap and downward API references resolved, as kubelet would give it on `nodeName`. */
+export function daemonSetEnv(objects: K8sObject[], nodeName = 'test-node'): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const v of container(objects, containerName).env) {
+  for (const v of container(objects, 'install-cni').env) {
     const ref = v.valueFrom?.configMapKeyRef;
     const field = v.valueFrom?.fieldRef?.fieldPath;
     const value = ref

@@ -52,6 +52,8 @@ export function makeFakeNode(opts: { token?: string; ca?: string; apiHost?: stri
     SERVICE_ACCOUNT_PATH: saDir,
     KUBERNETES_SERVICE_HOST: opts.apiHost ?? '10.96.0.1',
     KUBERNETES_SERVICE_PORT: String(opts.apiPort ?? 443),
+    // Metrics on any free port: installers of concurrent tests (and a cluster's DaemonSet on this host's network) never fight over 15014.
+    MONITORING_PORT: '0',
     // The probes' HTTP server on any free port (the log says which): tests run side by side.
     HTTP_ADDRESS: '127.0.0.1',
     HTTP_PORT: '0',

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/cni/config.ts';
 import { CniError } from '../../src/cni/errors.ts';
+import { InvalidCaptureValue } from '../../src/redirect/errors.ts';
 import { parseCidr } from '../../src/redirect/cidr.ts';
 import { renderCreate } from '../../src/redirect/restore.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';
 import { CaptureDefaults, DEFAULT_SETTINGS } from '../../src/redirect/settings.ts';
-import { ANNOTATIONS, settingsFromPod, type ProxyContainer } from '../../src/redirect/settings-from-pod.ts';
+import { ANNOTATIONS, MAX_ITEMS, settingsFromPod, type ProxyContainer } from '../../src/redirect/settings-from-pod.ts';
 
 const DEFAULTS = CaptureDefaults.parse(undefined);
 const IPV4 = ['10.200.0.5/24'];
@@ -83,14 +84,14 @@ describe('settings from a pod', () => {
     assert.equal(out.filter((l) => l.endsWith('-j ISTIO_REDIRECT')).length, 0);
   });
 
-  it('excludeOutboundIPRanges: RETURN after localhost and before the catch-all; /0 prints as no -d', () => {
-    const out = chain(lines(settings({ [ANNOTATIONS.excludeOutboundIpRanges]: '10.1.2.3/16,0.0.0.0/0,fd00::/8' })), 'ISTIO_OUTPUT');
-    assert.deepEqual(out.slice(-4), [
-      '-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN',
-      '-A ISTIO_OUTPUT -d 10.1.0.0/16 -j RETURN',
-      '-A ISTIO_OUTPUT -j RETURN',
-      '-A ISTIO_OUTPUT -j ISTIO_REDIRECT',
-    ]);
+  it('excludeOutboundIPRanges: RETURN after localhost and before the catch-all', () => {
+    const out = chain(lines(settings({ [ANNOTATIONS.excludeOutboundIpRanges]: '10.1.2.3/16,fd00::/8' })), 'ISTIO_OUTPUT');
+    assert.deepEqual(out.slice(-3), ['-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN', '-A ISTIO_OUTPUT -d 10.1.0.0/16 -j RETURN', '-A ISTIO_OUTPUT -j ISTIO_REDIRECT']);
+  });
+
+  it('includeOutboundIPRanges: a /0 prints as no -d', () => {
+    const out = chain(lines(settings({ [ANNOTATIONS.includeOutboundIpRanges]: '0.0.0.0/0' })), 'ISTIO_OUTPUT');
+    assert.equal(out.at(-1), '-A ISTIO_OUTPUT -j ISTIO_REDIRECT');
   });
 
   it('excludeOutboundPorts first in ISTIO_OUTPUT; includeOutboundPorts before the range rules', () => {
@@ -175,13 +176,13 @@ describe('settings from a pod', () => {
     assert.ok(nat.includes('-A ISTIO_INBOUND -p tcp -m tcp --dport 15021 -j RETURN'));
     assert.deepEqual(chain(nat, 'ISTIO_OUTPUT').slice(0, 2), ['-A ISTIO_OUTPUT -p tcp -m tcp --dport 26 -j RETURN', '-A ISTIO_OUTPUT -p tcp -m tcp --dport 25 -j RETURN']);
     assert.ok(nat.includes('-A ISTIO_OUTPUT -d 169.254.169.254/32 -j RETURN'));
-    for (const bad of [{ inbound_port: 0 }, { proxy_uid: -1 }, { exclude_outbound_ip_ranges: ['10.0.0.0'] }, { unknown_field: 1 }]) {
+    for (const bad of [{ inbound_port: 0 }, { proxy_uid: -1 }, { exclude_outbound_ip_ranges: ['10.0.0.0'] }, { exclude_outbound_ip_ranges: ['0.0.0.0/0'] }, { unknown_field: 1 }]) {
       assert.throws(() => parseConfig(JSON.stringify({ cniVersion: '1.0.0', capture: bad })), (e: CniError) => e.code === 7, JSON.stringify(bad));
     }
   });
 });
 
-/** Malformed values: each must be refused with error 106 naming the annotation and the value. */
+/** Malformed values: each must be refused by the rule core naming the annotation and the value (the CNI layer's error 106). */
 const MALFORMED: [string, string][] = [
   [ANNOTATIONS.includeInboundPorts, '0'],
   [ANNOTATIONS.includeInboundPorts, '65536'],
@@ -225,6 +226,9 @@ const MALFORMED: [string, string][] = [
   [ANNOTATIONS.includeOutboundIpRanges, '10.0.0.0/8,'],
   [ANNOTATIONS.includeOutboundIpRanges, '10.0.0.0/8 -j ACCEPT'],
   [ANNOTATIONS.excludeOutboundIpRanges, '*'],
+  [ANNOTATIONS.excludeOutboundIpRanges, '0.0.0.0/0'],
+  [ANNOTATIONS.excludeOutboundIpRanges, '::/0'],
+  [ANNOTATIONS.excludeOutboundIpRanges, '10.0.0.0/8,0.0.0.0/0'],
   [ANNOTATIONS.excludeOutboundIpRanges, 'fd00::/129'],
   [ANNOTATIONS.excludeOutboundIpRanges, 'fd00:::/8'],
   [ANNOTATIONS.excludeOutboundIpRanges, 'fe80::1%eth0/128'],
@@ -255,10 +259,26 @@ describe('malformed annotation values', () => {
       assert.throws(
         () => settings({ [annotation]: value }),
         (err: unknown) =>
-          err instanceof CniError && err.code === 106 && err.message.includes(annotation) && err.details.includes(JSON.stringify(value)),
+          err instanceof InvalidCaptureValue && err.message.includes(annotation) && err.details.includes(JSON.stringify(value)),
         `${annotation}=${JSON.stringify(value)}`,
       );
     }
+  });
+
+  it('refuses a list of more than MAX_ITEMS items, quoting only the start of the value', () => {
+    const value = Array.from({ length: MAX_ITEMS + 1 }, (_, i) => String(i + 1)).join(',');
+    assert.throws(
+      () => settings({ [ANNOTATIONS.excludeInboundPorts]: value }),
+      (err: unknown) => err instanceof CniError && err.code === 106 && /1025 items; at most 1024/.test(err.details) && err.details.length < 400,
+    );
+    assert.equal(settings({ [ANNOTATIONS.includeInboundPorts]: value.split(',').slice(0, MAX_ITEMS).join(',') }).includeInboundPorts.length, MAX_ITEMS);
+  });
+
+  it('refuses a proxy uid or gid out of range: (uid_t)-1, negative, beyond 32 bits', () => {
+    for (const securityContext of [{ runAsUser: -1 }, { runAsUser: 4294967295 }, { runAsGroup: 2 ** 32 }, { runAsGroup: -5 }]) {
+      assert.throws(() => settings({}, { securityContext }), (err: unknown) => err instanceof CniError && err.code === 106, JSON.stringify(securityContext));
+    }
+    assert.equal(settings({}, { securityContext: { runAsUser: 4294967294 } }).proxyUid, 4294967294);
   });
 
   it('refuses a DNS capture flag that is not a boolean', () => {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { differences, parseSave, renderCreate, renderRemoval, renderReplace, ruleLine } from '../../src/redirect/restore.ts';
+import { differences, parseSave, renderCreate, renderRemoval, renderReplace, ruleLine, UnreadableSave } from '../../src/redirect/restore.ts';
+import { MAX_RULES } from '../../src/redirect/rule-parts.ts';
 import { buildRuleSet } from '../../src/redirect/ruleset.ts';
 import { DEFAULT_SETTINGS } from '../../src/redirect/settings.ts';
 
@@ -70,9 +71,10 @@ describe('removal and replacement', () => {
     const lines = renderRemoval(state).split('\n');
     assert.deepEqual(lines, [
       '*nat',
-      '-D PREROUTING -p tcp -j ISTIO_INBOUND',
-      '-D OUTPUT -p tcp -j ISTIO_OUTPUT',
-      '-D PREROUTING -p tcp -j ISTIO_INBOUND',
+      // By position, counted down as earlier jumps of the same chain go: never the saved text.
+      '-D PREROUTING 1',
+      '-D OUTPUT 1',
+      '-D PREROUTING 1',
       '-F ISTIO_INBOUND',
       '-F ISTIO_IN_REDIRECT',
       '-F ISTIO_OUTPUT',
@@ -101,5 +103,59 @@ describe('removal and replacement', () => {
   it('refuses to render a word that is not a plain token', () => {
     assert.throws(() => ruleLine({ chain: 'ISTIO_INBOUND', spec: ['-p', 'tcp', '--dport', '80 -j ACCEPT'] }), /refusing to render/);
     assert.throws(() => ruleLine({ chain: 'ISTIO_INBOUND', spec: ['-m', 'comment', '--comment', '"x"'] }), /refusing to render/);
+  });
+});
+
+describe('iptables-save output is untrusted', () => {
+  const saveOf = (rules: string[]) =>
+    ['*nat', ':PREROUTING ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POD - [0:0]', ':ISTIO_INBOUND - [0:0]', ...rules, 'COMMIT', ''].join('\n');
+  const save = (...rules: string[]) => saveOf(rules);
+
+  it('keeps a quoted comment with newlines inside its rule: no line of it is read as a rule or a jump', () => {
+    const state = parseSave(save('-A PREROUTING -m comment --comment "x\n-A PREROUTING -j ISTIO_INBOUND\n*filter\n\\"q\\\\" -j ACCEPT', '-A PREROUTING -p tcp -j ISTIO_INBOUND'));
+    const rules = state.get('nat')!.rules;
+    assert.equal(rules.length, 2);
+    assert.equal(rules[0]!.target, 'ACCEPT');
+    assert.deepEqual(state.get('nat')!.chains, ['PREROUTING', 'OUTPUT', 'POD', 'ISTIO_INBOUND']);
+    assert.deepEqual(renderRemoval(state).split('\n'), ['*nat', '-D PREROUTING 2', '-F ISTIO_INBOUND', '-X ISTIO_INBOUND', 'COMMIT', '']);
+  });
+
+  it('takes a quote inside a bare word (an interface name) for a character, as iptables-save prints it', () => {
+    const state = parseSave(save('-A PREROUTING -i q"x -j ISTIO_INBOUND', '-A OUTPUT -m comment --comment "c" -j ACCEPT'));
+    assert.deepEqual(state.get('nat')!.rules.map((r) => r.target), ['ISTIO_INBOUND', 'ACCEPT']);
+  });
+
+  it('does not take a -j inside a comment for a jump', () => {
+    const state = parseSave(save('-A OUTPUT -m comment --comment "-j ISTIO_INBOUND" -j ACCEPT'));
+    assert.deepEqual(renderRemoval(state).split('\n'), ['*nat', '-F ISTIO_INBOUND', '-X ISTIO_INBOUND', 'COMMIT', '']);
+  });
+
+  it('refuses what iptables-save does not print: an unterminated quote, a rule of an undeclared chain, an unknown table', () => {
+    assert.throws(() => parseSave(save('-A OUTPUT -m comment --comment "open -j ACCEPT')), UnreadableSave);
+    // An interface name may hold a newline, printed bare: the line after it names no declared chain.
+    assert.throws(() => parseSave(save('-A PREROUTING -i a', '-A -j ACCEPT')), UnreadableSave);
+    assert.throws(() => parseSave('*nat;-F\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n'), UnreadableSave);
+    assert.throws(() => parseSave(save('--modprobe=/tmp/x')), UnreadableSave);
+  });
+
+  it('deletes the jumps of a pod\'s own chain by position, and leaves our chain in place (flushed) when it cannot name the jumping chain', () => {
+    const state = parseSave(save('-A POD -p udp -j ACCEPT', '-A POD -j ISTIO_INBOUND'));
+    assert.deepEqual(renderRemoval(state).split('\n'), ['*nat', '-D POD 2', '-F ISTIO_INBOUND', '-X ISTIO_INBOUND', 'COMMIT', '']);
+    const odd = parseSave(save().replace(':POD - [0:0]', ':POD;x - [0:0]').replace('COMMIT', '-A POD;x -j ISTIO_INBOUND\nCOMMIT'));
+    assert.deepEqual(renderRemoval(odd).split('\n'), ['*nat', '-F ISTIO_INBOUND', 'COMMIT', '']);
+  });
+
+  it('with more jumps than any rule set of ours holds, only flushes our chains: DEL stays fast', () => {
+    const jumps = Array.from({ length: MAX_RULES + 1 }, () => '-A PREROUTING -j ISTIO_INBOUND');
+    assert.deepEqual(renderRemoval(parseSave(saveOf(jumps))).split('\n'), ['*nat', '-F ISTIO_INBOUND', 'COMMIT', '']);
+  });
+
+  it('compares a large netns with the expected rules in linear time (CHECK)', { timeout: 20_000 }, () => {
+    const n = 200_000;
+    const rules = Array.from({ length: n }, (_, i) => `-A ISTIO_INBOUND -p tcp -m tcp --dport ${(i % 65535) + 1} -j RETURN`);
+    const state = parseSave(saveOf(rules));
+    const expected = [{ table: 'nat' as const, chains: ['ISTIO_INBOUND'], rules: rules.map((line) => ({ chain: 'ISTIO_INBOUND', spec: line.split(' ').slice(2) })) }];
+    assert.deepEqual(differences(expected, state), []);
+    assert.deepEqual(differences([{ ...expected[0]!, rules: [...expected[0]!.rules].reverse() }], state), ['nat: rules are out of order']);
   });
 });
