@@ -115,13 +115,14 @@ describe('native nftables: one transaction, our tables only', () => {
 });
 
 /**
- * src/netns/capture.ts's ADD, CHECK, DEL and CHECK again of `settings` in `netnsPath`, run under the
- * Bun the executable is compiled with (src/netns spawns with Bun.spawn): CHECK's differences after
- * ADD, and after DEL against no rules at all.
+ * src/netns/capture.ts's ADD, CHECK, DEL and CHECK again of `settings` in `netnsPath` (opened as the
+ * plugin opens CNI_NETNS), run under the Bun the executable is compiled with (src/netns spawns with
+ * Bun.spawn): CHECK's differences after ADD, and after DEL against no rules at all.
  */
 async function captureRoundTrip(netnsPath: string, settings: RedirectSettings): Promise<{ applied: string[]; removed: string[] }> {
   const script = `import { applyCapture, captureDifferences, removeCapture } from ${JSON.stringify(join(h.REPO_ROOT, 'src', 'netns', 'capture.ts'))};
-const [ns, settings] = [${JSON.stringify(netnsPath)}, ${JSON.stringify(settings)}];
+import { openPodNetns } from ${JSON.stringify(join(h.REPO_ROOT, 'src', 'netns', 'netns.ts'))};
+const [ns, settings] = [openPodNetns(${JSON.stringify(netnsPath)}), ${JSON.stringify(settings)}];
 await applyCapture(ns, ${JSON.stringify(BACKEND)}, settings);
 const applied = await captureDifferences(ns, ${JSON.stringify(BACKEND)}, settings);
 await removeCapture(ns, ${JSON.stringify(BACKEND)}, settings);
