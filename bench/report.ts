@@ -258,3 +258,13 @@ export function markdown(r: Results): string {
   for (const t of r.targets) lines.push(`| ${t.target} | ${t.figure} | ${verdict(t.met)} |`);
   return lines.join('\n') + '\n';
 }
+
+/** Native nftables beside iptables-restore, when the run measured it: ratios of medians of the same rounds. */
+export function backendRatios(single: readonly Single[]): Record<string, number> {
+  const m = (key: string) => byKey(single, key).medianMs;
+  if (!single.some((s) => s.key === 'inject-add-nftables')) return {};
+  return {
+    'inject ADD, native nftables / inject ADD, iptables-restore': round(m('inject-add-nftables') / m('inject-add'), 2),
+    'DEL, native nftables / DEL, iptables': round(m('del-nftables') / m('del'), 2),
+  };
+}

@@ -90,6 +90,16 @@ export function benchConfig(api: FakeKubeApi, dir: string, cacheSocket: string):
   };
 }
 
+/** The same plugin entry with native nftables capture: one `nft -f` per ADD instead of iptables-restore. */
+export function nftablesConfig(config: BenchConfig): BenchConfig {
+  return { ...config, pluginEntry: { ...config.pluginEntry, iptables_backend: 'nftables' } };
+}
+
+/** `nft list table inet istio-proxy-nat` in the netns: exit 0 with the table, non-zero without it. */
+export function nftListCommand(netns: Netns): Command {
+  return { argv: [NSENTER, `--net=${netns.path}`, '/usr/sbin/nft', 'list', 'table', 'inet', 'istio-proxy-nat'], env: [], stdin: '', keepOutput: true };
+}
+
 function containerIdOf(netns: Netns): string {
   return createHash('sha256').update(netns.name).digest('hex');
 }

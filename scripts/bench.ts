@@ -19,11 +19,11 @@ import { createNetns, type Netns } from '../test/harness/netns.ts';
 import { cleanupAll, makeTempDir, minimalEnv, run, runOk, startDaemon, type Daemon } from '../test/harness/proc.ts';
 import { nsenterArgv } from '../test/harness/netns.ts';
 import { chartSvg, renderPng, type Series } from '../bench/chart.ts';
-import { loadModel, markdown, ratios, targets, type ConcurrencyPoint, type Results, type Scaling, type ScalingPoint, type Single } from '../bench/report.ts';
+import { backendRatios, loadModel, markdown, ratios, targets, type ConcurrencyPoint, type Results, type Scaling, type ScalingPoint, type Single } from '../bench/report.ts';
 import { buildGoPrograms, OUT_DIR, runBatch, runOnce, runRounds, type Command, type Step, type StepSamples } from '../bench/runner.ts';
 import { kibToMib, median, nsToMs, percentile, round } from '../bench/stats.ts';
 import {
-  BARE_BUN, BARE_NODE, bareRuntimeCommand, NODE_RUNTIME, POD_ADDRESS, benchConfig, flushCommand, floorCommand, istioCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
+  BARE_BUN, BARE_NODE, bareRuntimeCommand, NODE_RUNTIME, POD_ADDRESS, benchConfig, flushCommand, floorCommand, istioCommand, nftablesConfig, nftListCommand, normalizeSave, PLUGIN, pluginCommand, saveCommand,
   seedCommand, tablesOf, versionCommand, writeRuleFiles, type BenchConfig, type PodCall,
 } from '../bench/subjects.ts';
 
@@ -53,10 +53,12 @@ const SCALING_ROUNDS = Math.max(5, Math.round(ROUNDS / 3));
 const RSS_ROUNDS = 5;
 const INJECTED = { namespace: 'default', name: 'web' };
 /** The same injected pod under other names, one per subject that looks it up, so each one's pod GETs can be counted. */
-const POD_OF = { floor: 'web-floor', seed: 'web-seed', istio: 'web-istio', compare: 'web-compare' } as const;
+const POD_OF = { floor: 'web-floor', seed: 'web-seed', istio: 'web-istio', compare: 'web-compare', nftables: 'web-nftables' } as const;
 const NODE_NAME = 'test-node';
 const PLAIN = { namespace: 'default', name: 'plain' };
 const PLAIN_ANNOTATIONS = { 'kubectl.kubernetes.io/default-container': 'app' };
+/** The pool's netns for the native nftables subjects (the others use the first few). */
+const NFTABLES_NETNS = 5;
 
 const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 
@@ -201,7 +203,18 @@ async function probe(env: Env): Promise<{ expected: string; files: { restore: st
   await mustSucceed(node, 'istio-cni DEL', pluginCommand(config, 'DEL', { ...INJECTED, netns: p }));
   if (ownRules(await saved(node, p)) !== 0) throw new Error('istio-cni DEL left rules behind');
   for (const ns of [f, s]) await mustSucceed(node, 'flush', flushCommand(ns, tablesOf(expected)));
+  await probeNftables(env);
   return { expected, files, istioTables };
+}
+
+/** Native nftables: ADD leaves our table with the outbound redirect, DEL removes it. */
+async function probeNftables(env: Env): Promise<void> {
+  const call = injectedCall(env, POD_OF.nftables, env.pool[NFTABLES_NETNS]!);
+  await mustSucceed(env.node, 'istio-cni ADD, nftables', pluginCommand(nftablesConfig(env.config), 'ADD', call));
+  const table = await mustSucceed(env.node, 'nft list table', nftListCommand(call.netns));
+  if (!table.includes('redirect to :15001')) throw new Error(`istio-cni ADD (nftables) programmed no outbound redirect:\n${table}`);
+  await mustSucceed(env.node, 'istio-cni DEL, nftables', pluginCommand(nftablesConfig(env.config), 'DEL', call));
+  if ((await runOnce(env.node, nftListCommand(call.netns))).exit === 0) throw new Error('istio-cni DEL (nftables) left its table behind');
 }
 
 /** Whether a pod that passes is decided from runtime-supplied annotations alone (no pod GET). */
@@ -244,6 +257,9 @@ async function sideBySide(env: Env, files: { restore: string; perRule: string },
   measure('inject-add', 'istio-cni ADD, injected pod: direct pod GET + one iptables-restore', pluginCommand(config, 'ADD', injected));
   measure('check', 'istio-cni CHECK, injected pod (direct pod GET)', pluginCommand(config, 'CHECK', injected));
   measure('del', 'istio-cni DEL, injected pod', pluginCommand(config, 'DEL', injected));
+  const nftables = injectedCall(env, POD_OF.nftables, pool[NFTABLES_NETNS]!);
+  measure('inject-add-nftables', 'istio-cni ADD, injected pod, native nftables: direct pod GET + one nft -f', pluginCommand(nftablesConfig(config), 'ADD', nftables));
+  measure('del-nftables', 'istio-cni DEL, injected pod, native nftables', pluginCommand(nftablesConfig(config), 'DEL', nftables));
   measure('inject-add-cache', 'istio-cni ADD, injected pod: node-local pod cache + one iptables-restore', pluginCommand(config, 'ADD', injected, PLUGIN, config.cachedEntry));
   cleanup('DEL after the cached ADD', pluginCommand(config, 'DEL', injected));
   if (env.istio !== undefined) {
@@ -491,7 +507,7 @@ async function main(): Promise<void> {
     pluginBytes: statSync(PLUGIN).size,
     durationS: Math.round((Date.now() - started) / 1000),
   };
-  const partial = { meta, single: singles, ratios: ratios(singles), runtimeAnnotations, concurrency: concurrent, scaling: scaled, load };
+  const partial = { meta, single: singles, ratios: { ...ratios(singles), ...backendRatios(singles) }, runtimeAnnotations, concurrency: concurrent, scaling: scaled, load };
   const results: Results = { ...partial, targets: targets(partial) };
   const table = markdown(results);
   writeFileSync(join(OUT_DIR, 'results.json'), JSON.stringify(results, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v, 3) : v), 2) + '\n');

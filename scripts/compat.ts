@@ -1,7 +1,7 @@
 /**
  * npm run compat: the differential test in full (see test/compat/): COMPAT_RUNS generated pods (default
  * 2000), each through Istio's own istio-cni plugin and through our ADD in every profile, on one backend
- * each (alternating nft and legacy). COMPAT_SEED replays a run, COMPAT_CONCURRENCY sets how many pods
+ * each (alternating nft and legacy), and istio-current once more on native nftables. COMPAT_SEED replays a run, COMPAT_CONCURRENCY sets how many pods
  * run at once (default 2). Needs root and a fresh `npm run build`; builds Istio's programs on first use.
  * `npm run compat -- --update-docs` only writes the listed differences into docs/compatibility.md.
  */
@@ -29,6 +29,9 @@ function summary(report: CompatReport): string {
   }
   const p = report.pilotAgent;
   out += `  istio-current with node settings vs pilot-agent istio-iptables: nft ${p.identical.nft}, legacy ${p.identical.legacy} identical; ${p.unlisted.length} different\n`;
+  const n = report.nftables;
+  out += `  istio-current on native nftables vs Istio's native_nftables: compared ${n.compared.nftables} (identical ${n.identical.nftables}); both refused ${n.bothRefused}; unlisted ${n.unlisted.length}\n`;
+  for (const [id, count] of [...n.listed].sort((a, b) => b[1] - a[1])) out += `    listed ${id}: ${count}\n`;
   return out;
 }
 
@@ -44,7 +47,7 @@ try {
     },
   });
   process.stdout.write(summary(report));
-  for (const [profile, t] of [...report.profiles, ['pilot-agent', report.pilotAgent] as const]) {
+  for (const [profile, t] of [...report.profiles, ['pilot-agent', report.pilotAgent] as const, ['nftables', report.nftables] as const]) {
     for (const problem of t.unlisted.slice(0, 10)) process.stdout.write(`UNLISTED (${profile}): ${problem}\n`);
     failed ||= t.unlisted.length > 0;
   }

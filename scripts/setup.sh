@@ -9,7 +9,7 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PACKAGES=(iptables iproute2 containernetworking-plugins golang-go golang-github-appc-cni-dev openssl python3
+PACKAGES=(iptables nftables iproute2 containernetworking-plugins golang-go golang-github-appc-cni-dev openssl python3
   containerd runc podman busybox-static gcc libc6-dev debootstrap fonts-dejavu-core)
 
 if [ "$(id -u)" -ne 0 ]; then

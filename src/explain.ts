@@ -1,15 +1,26 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { parseFlags, readCommandLine, UsageError, withUsage } from './flags.ts';
 import { decideFromPod } from './kube/decision.ts';
 import { Pod } from './kube/pod.ts';
 import { InvalidCaptureValue } from './redirect/errors.ts';
+import { renderNftScript, toNftables } from './redirect/nftables.ts';
 import { renderCreate } from './redirect/restore.ts';
-import { buildRuleSet } from './redirect/ruleset.ts';
 import { captureSettingsFor, ProfileChoice } from './redirect/profile.ts';
-import { usesTproxyRouting } from './redirect/ruleset.ts';
+import { buildRuleSet, usesTproxyRouting } from './redirect/ruleset.ts';
 import { CaptureDefaults } from './redirect/settings.ts';
 
-const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--profile seed|istio-current|auto]\n';
+const USAGE = 'usage: istio-cni explain <pod.yaml|pod.json> [--ipv6] [--backend iptables|nftables] [--profile seed|istio-current|auto]';
+
+const ExplainFlags = z.object({
+  /** Show the IPv6 rules even when the manifest has no IPv6 pod IP. */
+  ipv6: z.literal(true).optional(),
+  /** The restore text of iptables, or the script of native nftables. */
+  backend: z.enum(['iptables', 'nftables']).default('iptables'),
+  /** Which rules: the seed's, current Istio's, or chosen by the pod's proxy version. */
+  profile: ProfileChoice.default('seed'),
+});
 
 /** The pod's addresses as `kubectl get pod -o yaml` shows them, once it has run. */
 function statusIps(document: unknown): string[] {
@@ -18,20 +29,20 @@ function statusIps(document: unknown): string[] {
 }
 
 /**
- * `istio-cni explain`: the iptables-restore input ADD would apply for a pod manifest, with the
- * plugin's default settings, in the seed profile or the one --profile names. No root, no netns, no API
- * server. IPv6 rules are shown when the manifest's status has an IPv6 pod IP or with --ipv6.
+ * `istio-cni explain`: the iptables-restore input (or, with `--backend nftables`, the `nft -f` script)
+ * ADD would apply for a pod manifest, with the plugin's default settings, in the seed profile or the
+ * one --profile names. No root, no netns, no API server. IPv6 rules are shown when the manifest's
+ * status has an IPv6 pod IP or with --ipv6.
  */
-export async function explain(args: string[]): Promise<number> {
-  const profileAt = args.indexOf('--profile');
-  const profile = ProfileChoice.safeParse(profileAt < 0 ? 'seed' : args[profileAt + 1]);
-  const rest = profileAt < 0 ? args : args.filter((_, i) => i !== profileAt && i !== profileAt + 1);
-  const file = rest.find((a) => !a.startsWith('--'));
-  const unknown = rest.filter((a) => a.startsWith('--') && a !== '--ipv6');
-  if (file === undefined || unknown.length > 0 || rest.length > 2 || !profile.success) {
-    process.stderr.write(USAGE);
-    return 2;
-  }
+export function explain(args: string[]): Promise<number> {
+  return withUsage('explain', () => explainManifest(args), USAGE);
+}
+
+async function explainManifest(args: string[]): Promise<number> {
+  const { flags: given, operands } = readCommandLine(args, { ipv6: 'switch', backend: 'value', profile: 'value' });
+  if (operands.length !== 1) throw new UsageError(operands.length === 0 ? 'which pod manifest?' : `one pod manifest, not ${operands.length}`);
+  const [file] = operands as [string];
+  const flags = parseFlags(ExplainFlags, given);
   try {
     const document: unknown = parseYaml(readFileSync(file, 'utf8'));
     const pod = Pod.safeParse(document);
@@ -42,12 +53,16 @@ export async function explain(args: string[]): Promise<number> {
       return 0;
     }
     const input = { annotations: decision.annotations, proxy: decision.proxy, podIps: statusIps(document), defaults: CaptureDefaults.parse(undefined) };
-    const fromPod = captureSettingsFor(input, profile.data);
-    const settings = { ...fromPod, ipv6: fromPod.ipv6 || args.includes('--ipv6') };
+    const fromPod = captureSettingsFor(input, flags.profile);
+    const settings = { ...fromPod, ipv6: fromPod.ipv6 || flags.ipv6 === true };
     let out = `# ${pod.data.metadata.namespace}/${pod.data.metadata.name}: ${decision.reason}\n`;
-    for (const family of [4, 6] as const) {
-      const ruleSet = buildRuleSet(settings, family);
-      if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
+    const [v4, v6] = [buildRuleSet(settings, 4), buildRuleSet(settings, 6)];
+    if (flags.backend === 'nftables') {
+      if (v4.length + v6.length > 0) out += `# IPv4${v6.length > 0 ? ' and IPv6' : ''}: nft -f - (one transaction)\n${renderNftScript(toNftables(v4, v6))}`;
+    } else {
+      for (const [family, ruleSet] of [[4, v4], [6, v6]] as const) {
+        if (ruleSet.length > 0) out += `# IPv${family}: ${family === 6 ? 'ip6tables' : 'iptables'}-restore --noflush\n${renderCreate(ruleSet)}`;
+      }
     }
     if (usesTproxyRouting(settings)) {
       out += `# and, per family: ip rule add fwmark ${settings.tproxyMark} lookup ${settings.tproxyRouteTable}; ip route replace local default dev lo table ${settings.tproxyRouteTable}\n`;

@@ -11,10 +11,22 @@ export type FlagKinds = Record<string, 'switch' | 'value'>;
  * `true`). The result is for a zod schema to check.
  */
 export function readFlags(args: readonly string[], kinds: FlagKinds): Record<string, string | true> {
+  const { flags, operands } = readCommandLine(args, kinds);
+  if (operands.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(operands[0])}`);
+  return flags;
+}
+
+/** Flags as readFlags reads them, and the arguments that are neither a flag nor a flag's value, in order. */
+export function readCommandLine(args: readonly string[], kinds: FlagKinds): { flags: Record<string, string | true>; operands: string[] } {
   const flags: Record<string, string | true> = {};
+  const operands: string[] = [];
   for (let i = 0; i < args.length; i += 1) {
     const match = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/s.exec(args[i]!);
-    if (!match) throw new UsageError(`unexpected argument ${JSON.stringify(args[i])}`);
+    if (!match) {
+      if (args[i]!.startsWith('-')) throw new UsageError(`unexpected argument ${JSON.stringify(args[i])}`);
+      operands.push(args[i]!);
+      continue;
+    }
     const [, name, inline] = match as unknown as [string, string, string | undefined];
     const kind = Object.hasOwn(kinds, name) ? kinds[name] : undefined;
     if (kind === undefined) {
@@ -32,7 +44,7 @@ export function readFlags(args: readonly string[], kinds: FlagKinds): Record<str
       i += 1;
     }
   }
-  return flags;
+  return { flags, operands };
 }
 
 /** Checks flags (or flags merged over environment values) against a schema; the first problem is the error. */
@@ -44,13 +56,16 @@ export function parseFlags<T extends z.ZodType>(schema: T, input: Record<string,
   throw new UsageError(`${where}: ${issue?.message ?? 'invalid'}`);
 }
 
-/** Runs a subcommand; a bad command line is exit status 2 with one line on stderr, never a stack trace. */
-export async function withUsage(name: string, command: () => Promise<number>): Promise<number> {
+/**
+ * Runs a subcommand; a bad command line is exit status 2 with one line on stderr (and the usage line,
+ * when given), never a stack trace.
+ */
+export async function withUsage(name: string, command: () => Promise<number>, usage?: string): Promise<number> {
   try {
     return await command();
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`istio-cni ${name}: ${err.message}\n`);
+    process.stderr.write(`istio-cni ${name}: ${err.message}\n${usage === undefined ? '' : `${usage}\n`}`);
     return 2;
   }
 }

@@ -10,8 +10,7 @@ import { probeApi } from './kube/client.ts';
 import { loadKubeconfig } from './kube/kubeconfig.ts';
 import { decide, type Decided } from './kube/lookup.ts';
 import { createLogger, type Logger } from './log.ts';
-import { applyCapture, captureDifferences, removeCapture } from './netns/capture.ts';
-import { resolveBackend } from './netns/iptables.ts';
+import { applyCapture, captureDifferences, removeCapture, resolveCaptureBackend } from './netns/capture.ts';
 import { stopExecuting } from './netns/exec.ts';
 import { openPodNetns, type PodNetns } from './netns/netns.ts';
 import { reportOutcome } from './podcache/client.ts';
@@ -37,7 +36,7 @@ async function cmdAdd({ config, invocation, summary }: VerbContext): Promise<obj
   if (decision.redirect) {
     // Validated before the netns is touched: a bad annotation changes nothing.
     const settings = captureSettings(config, decision);
-    summary.rules = await applyCapture(requireNetns(invocation.netns), resolveBackend(config.iptablesBackend), settings);
+    summary.rules = await applyCapture(requireNetns(invocation.netns), resolveCaptureBackend(config.iptablesBackend), settings);
   }
   return passThroughResult(config);
 }
@@ -50,7 +49,7 @@ async function cmdDel({ config, invocation, summary }: VerbContext): Promise<und
     return;
   }
   // DEL makes no API call: TPROXY's mark and route table are fixed, so the defaults find them.
-  const removed = await removeCapture(netns, resolveBackend(config.iptablesBackend), DEFAULT_SETTINGS);
+  const removed = await removeCapture(netns, resolveCaptureBackend(config.iptablesBackend), DEFAULT_SETTINGS);
   summary.rules = removed ? 'removed' : 'none';
 }
 
@@ -59,7 +58,7 @@ async function cmdCheck({ config, invocation, summary }: VerbContext): Promise<u
   const decision = await decide(config, invocation.args);
   noteDecision(summary, decision);
   const settings = decision.redirect ? captureSettings(config, decision) : undefined;
-  const found = await captureDifferences(requireNetns(invocation.netns), resolveBackend(config.iptablesBackend), settings);
+  const found = await captureDifferences(requireNetns(invocation.netns), resolveCaptureBackend(config.iptablesBackend), settings);
   if (found.length > 0) {
     // A netns may hold any number of rules (a pod with NET_ADMIN owns it): name the first few.
     const more = found.length > MAX_DIFFERENCES_NAMED ? `; and ${found.length - MAX_DIFFERENCES_NAMED} more` : '';

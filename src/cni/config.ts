@@ -73,7 +73,10 @@ export const PluginConfig = z
       .optional(),
     exclude_namespaces: z.array(z.string()).optional(),
     cni_agent_run_dir: AbsolutePath.optional(),
-    iptables_backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+    /** `nft`/`legacy`: iptables through that backend; `nftables`: native nftables, no iptables at all. */
+    iptables_backend: z.enum(['auto', 'nft', 'legacy', 'nftables']).default('auto'),
+    /** Istio's name for native nftables: `true` is `iptables_backend: "nftables"`. */
+    native_nftables: z.boolean().optional(),
     capture: CaptureDefaults,
     rules_profile: ProfileChoice.default('seed'),
     pod_namespace: z.string().optional(),
@@ -105,7 +108,7 @@ export const PluginConfig = z
     excludeNamespaces: new Set(
       raw.exclude_namespaces ?? raw.kubernetes?.exclude_namespaces ?? DEFAULT_EXCLUDED_NAMESPACES,
     ),
-    iptablesBackend: raw.iptables_backend,
+    iptablesBackend: raw.native_nftables ? 'nftables' : raw.iptables_backend,
     capture: raw.capture,
     rulesProfile: raw.rules_profile,
     podNamespace: raw.pod_namespace ?? DEFAULT_POD_NAMESPACE,

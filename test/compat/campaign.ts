@@ -1,11 +1,13 @@
 /**
  * The differential campaign: generated pods (fast-check, seed printed) through our ADD and Istio's,
- * judged against the listed differences (listed.ts). Used by test/compat/compat.test.ts (a few hundred
+ * judged against the listed differences (listed.ts); with the istio-current profile each pod once more
+ * on native nftables, beside Istio's plugin in its native nftables mode. Used by test/compat/compat.test.ts (a few hundred
  * pods in `npm test`) and scripts/compat.ts (`npm run compat`, >= 2,000).
  */
 import fc from 'fast-check';
-import { differences, runCase, runPilotAgentCase, startCompat, type Backend, type CaseResult, type CompatEnv, type NodeCapture, type Profile } from './differential.ts';
-import { listedRuleDifference, REFUSALS, SEED_IPV6_ONLY_OURS } from './listed.ts';
+import { differences, runCase, runNftablesCase, runPilotAgentCase, startCompat, type Backend, type CaseResult, type CompatEnv, type NftablesCaseResult, type NodeCapture, type Profile } from './differential.ts';
+import { listedNftablesDifference, listedRuleDifference, REFUSALS, SEED_IPV6_ONLY_OURS } from './listed.ts';
+import { nftStateDifferences } from './nft-state.ts';
 import { generatedPod, nodeCapture, type GeneratedPod } from './pods.ts';
 
 export interface CompatOptions {
@@ -17,11 +19,14 @@ export interface CompatOptions {
   progress?: (done: number, report: CompatReport) => void;
 }
 
+/** The iptables backends, and native nftables. */
+export type TalliedBackend = Backend | 'nftables';
+
 export interface ProfileTally {
   /** Pods both accepted, by backend: their netns compared. */
-  compared: Record<Backend, number>;
+  compared: Record<TalliedBackend, number>;
   /** …of which the netns held exactly the same. */
-  identical: Record<Backend, number>;
+  identical: Record<TalliedBackend, number>;
   bothRefused: number;
   /** Listed differences seen, by id, with how often. */
   listed: Map<string, number>;
@@ -36,13 +41,32 @@ export interface CompatReport {
   profiles: Map<Profile, ProfileTally>;
   /** istio-current with node-wide capture settings against `pilot-agent istio-iptables` given the same as flags. */
   pilotAgent: ProfileTally;
+  /** istio-current on native nftables against Istio's plugin with `native_nftables`. */
+  nftables: ProfileTally;
 }
 
-const tally = (): ProfileTally => ({ compared: { nft: 0, legacy: 0 }, identical: { nft: 0, legacy: 0 }, bothRefused: 0, listed: new Map(), unlisted: [] });
+const tally = (): ProfileTally => ({ compared: { nft: 0, legacy: 0, nftables: 0 }, identical: { nft: 0, legacy: 0, nftables: 0 }, bothRefused: 0, listed: new Map(), unlisted: [] });
 const count = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
 
-function describeCase(r: CaseResult): string {
-  return JSON.stringify({ profile: r.profile, backend: r.backend, pod: r.pod });
+function describeCase(r: CaseResult | NftablesCaseResult): string {
+  return JSON.stringify({ profile: r.profile, backend: 'backend' in r ? r.backend : 'nftables', pod: r.pod });
+}
+
+/**
+ * A pod one side or both refused: listed when only one side did, for a listed reason; counted when
+ * both did. True when the pod was refused (nothing more to compare).
+ */
+function judgeRefusal(r: CaseResult | NftablesCaseResult, t: ProfileTally): boolean {
+  const { ours, istio } = r;
+  if (ours.accepted !== istio.accepted) {
+    const refusedBy = ours.accepted ? 'istio' : 'ours';
+    const tag = r.pod.tags.find((t) => REFUSALS[r.profile][t]?.refusedBy === refusedBy);
+    if (tag === undefined) t.unlisted.push(`only ${refusedBy === 'ours' ? 'we' : 'Istio'} refused: ${ours.error || istio.error}\n  ${describeCase(r)}`);
+    else count(t.listed, `refused:${tag}`);
+    return true;
+  }
+  if (!ours.accepted) t.bothRefused += 1;
+  return !ours.accepted;
 }
 
 /** Folds one pod's outcome for one profile into the tally: anything not listed is recorded as unlisted. */
@@ -51,17 +75,7 @@ export function judge(r: CaseResult, t: ProfileTally): void {
   if (!ours.accepted && /ISTIO_|^-A /m.test(ours.state['iptables-save'] + ours.state['ip6tables-save'])) {
     t.unlisted.push(`refused, but rules were left in the netns: ${describeCase(r)}\n${ours.state['iptables-save']}`);
   }
-  if (ours.accepted !== istio.accepted) {
-    const refusedBy = ours.accepted ? 'istio' : 'ours';
-    const tag = r.pod.tags.find((t) => REFUSALS[r.profile][t]?.refusedBy === refusedBy);
-    if (tag === undefined) t.unlisted.push(`only ${refusedBy === 'ours' ? 'we' : 'Istio'} refused: ${ours.error || istio.error}\n  ${describeCase(r)}`);
-    else count(t.listed, `refused:${tag}`);
-    return;
-  }
-  if (!ours.accepted) {
-    t.bothRefused += 1;
-    return;
-  }
+  if (judgeRefusal(r, t)) return;
   t.compared[r.backend] += 1;
   let found = differences(ours.state, istio.state);
   if (found.length === 0) {
@@ -83,9 +97,32 @@ export function judge(r: CaseResult, t: ProfileTally): void {
   }
 }
 
+/** The same for one pod on native nftables: its inet tables (nft-state.ts) and its routing compared. */
+export function judgeNftables(r: NftablesCaseResult, t: ProfileTally): void {
+  const { ours, istio } = r;
+  if (!ours.accepted && ours.state.chains.size > 0) t.unlisted.push(`refused, but tables were left in the netns: ${describeCase(r)}\n${[...ours.state.chains.keys()].join(' ')}`);
+  if (judgeRefusal(r, t)) return;
+  t.compared.nftables += 1;
+  const found = [...nftStateDifferences(ours.state, istio.state), ...differences(ours.routing, istio.routing)];
+  if (found.length === 0) {
+    t.identical.nftables += 1;
+    return;
+  }
+  const unexplained = found.filter((d) => {
+    const id = d.kind === 'hook' || d.where.startsWith('ip ') ? undefined : listedNftablesDifference(d, r.pod, found);
+    if (id !== undefined) count(t.listed, id);
+    return id === undefined;
+  });
+  if (unexplained.length > 0) {
+    const rules = (side: typeof ours) => [...side.state.rules].map(([chain, rules]) => `${chain}:\n${rules.map((rule) => `  ${rule.text}`).join('\n')}`).join('\n');
+    t.unlisted.push(`${unexplained.map((d) => `${d.where} ${d.kind}: ${d.line}`).join('\n  ')}\n  ${describeCase(r)}\n--- ours\n${rules(ours)}\n--- istio\n${rules(istio)}`);
+  }
+}
+
 async function oneCase(env: CompatEnv, [pod, capture]: [GeneratedPod, NodeCapture], index: number, profiles: Profile[], report: CompatReport): Promise<void> {
   const backend: Backend = index % 2 === 0 ? 'nft' : 'legacy';
   for (const result of await runCase(env, pod, profiles, backend)) judge(result, report.profiles.get(result.profile)!);
+  if (profiles.includes('istio-current')) judgeNftables(await runNftablesCase(env, pod, 'istio-current'), report.nftables);
   const withFlags = await runPilotAgentCase(env, pod, capture, backend);
   if (withFlags === undefined) return;
   const t = report.pilotAgent;
@@ -103,7 +140,7 @@ export async function runCompat(opts: CompatOptions): Promise<CompatReport> {
   const seed = opts.seed ?? Date.now() % 2 ** 31;
   const pods = fc.sample(fc.tuple(generatedPod, nodeCapture), { seed, numRuns: opts.runs });
   const env = await startCompat();
-  const report: CompatReport = { seed, runs: 0, ms: 0, profiles: new Map(opts.profiles.map((p) => [p, tally()])), pilotAgent: tally() };
+  const report: CompatReport = { seed, runs: 0, ms: 0, profiles: new Map(opts.profiles.map((p) => [p, tally()])), pilotAgent: tally(), nftables: tally() };
   const started = Date.now();
   let next = 0;
   const worker = async () => {

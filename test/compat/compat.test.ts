@@ -4,6 +4,8 @@
  * of netns compared. istio-current: the same netns for every pod both accept, refusals only where
  * listed. seed: every difference listed, with its reason, in docs/compatibility.md. And each pod once more with
  * node-wide capture settings, against `pilot-agent istio-iptables` given the same settings as flags.
+ * And each pod on native nftables (istio-current) against Istio's plugin with `native_nftables`: the
+ * same inet tables, hooks and rules but for the listed differences (NFTABLES_DIFFERENCES).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -36,6 +38,11 @@ describe('differential: generated pods, our ADD against Istio\'s istio-cni plugi
     t.annotate(`istio-current with node settings vs pilot-agent istio-iptables: identical nft ${flags.identical.nft}, legacy ${flags.identical.legacy}`);
     assert.deepEqual(flags.unlisted, [], `seed ${report.seed}`);
     assert.ok(flags.identical.nft > 0 && flags.identical.legacy > 0, JSON.stringify(flags.identical));
+    // Native nftables beside Istio's native nftables mode.
+    const nft = report.nftables;
+    t.diagnostic(`istio-current on native nftables vs Istio's native_nftables: compared ${nft.compared.nftables} (identical ${nft.identical.nftables}), both refused ${nft.bothRefused}, listed ${JSON.stringify([...nft.listed])}`);
+    assert.deepEqual(nft.unlisted, [], `seed ${report.seed}`);
+    assert.ok(nft.compared.nftables > runs / 5 && nft.identical.nftables > 0 && nft.bothRefused > 0, JSON.stringify(nft));
   });
 
   it('docs/compatibility.md lists exactly the differences the test accepts', () => {

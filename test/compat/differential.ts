@@ -4,6 +4,8 @@
  * mode, built from the pinned istio.io/istio module) into another, then both netns read back:
  * iptables-save of both families on the backend under test, TPROXY's `ip rule`s and routes, and the
  * addresses on lo. Both plugins run in the machine's netns (as under a kubelet) and enter the pod's.
+ * With native nftables (runNftablesCase) Istio's plugin runs with `native_nftables`, ours with
+ * `"iptables_backend": "nftables"`, and the netns' inet tables are read back (nft-state.ts).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +13,7 @@ import * as h from '../harness/index.ts';
 import { istioPrograms, type IstioPrograms } from '../harness/istio.ts';
 import { captureSettingsFor } from '../../src/redirect/profile.ts';
 import { CaptureDefaults, type RedirectSettings } from '../../src/redirect/settings.ts';
+import { readNftState, type NftState } from './nft-state.ts';
 import type { Addresses, GeneratedPod } from './pods.ts';
 
 export type Backend = 'nft' | 'legacy';
@@ -45,15 +48,19 @@ export async function startCompat(): Promise<CompatEnv> {
   };
 }
 
-/** What a netns holds after the ADD, as text normalised only where the kernel's listing has no meaning. */
-export interface NetnsState {
-  'iptables-save': string;
-  'ip6tables-save': string;
+/** TPROXY's policy routing and the addresses on lo, as `ip` lists them. */
+export interface RoutingState {
   'ip -4 rule': string;
   'ip -6 rule': string;
   'ip -4 route table 133': string;
   'ip -6 route table 133': string;
   'ip -6 addr lo': string;
+}
+
+/** What a netns holds after the ADD, as text normalised only where the kernel's listing has no meaning. */
+export interface NetnsState extends RoutingState {
+  'iptables-save': string;
+  'ip6tables-save': string;
 }
 
 export interface Side {
@@ -94,15 +101,15 @@ const families = (addresses: Addresses): (4 | 6)[] => (addresses === 'v4' ? [4] 
  * A pod netns with eth0 holding the pod's addresses. Istio's plugin probes each iptables binary with
  * a no-op rule in nat INPUT (added, then deleted), which leaves empty nat tables behind, and it picks
  * the legacy backend only when legacy tables already exist: both netns get the same tables first, so
- * they start equal and Istio uses the backend under test.
+ * they start equal and Istio uses the backend under test. Native nftables (no backend) needs none.
  */
-async function podNetns(addresses: Addresses, backend: Backend): Promise<h.Netns> {
+async function podNetns(addresses: Addresses, backend?: Backend): Promise<h.Netns> {
   const ns = await h.createNetns({ tag: 'cmp' });
   await ip(ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0-peer');
   await ip(ns, 'link', 'set', 'eth0-peer', 'up');
   await ip(ns, 'link', 'set', 'eth0', 'up');
   for (const family of families(addresses)) await ip(ns, 'addr', 'add', ADDRESS[family], 'dev', 'eth0', ...(family === 6 ? ['nodad'] : []));
-  for (const tool of ['iptables', 'ip6tables']) {
+  for (const tool of backend === undefined ? [] : ['iptables', 'ip6tables']) {
     const bin = `/usr/sbin/${tool}-${backend}`;
     await h.execInNetnsOk(ns, [bin, '-t', 'nat', '-A', 'INPUT', '-p', '255', '-j', 'RETURN']);
     await h.execInNetnsOk(ns, [bin, '-t', 'nat', '-D', 'INPUT', '-p', '255', '-j', 'RETURN']);
@@ -124,11 +131,13 @@ export function normaliseSave(text: string): string {
 
 async function readState(ns: h.Netns, backend: Backend): Promise<NetnsState> {
   const save = async (tool: string) => normaliseSave((await h.execInNetnsOk(ns, [`/usr/sbin/${tool}-${backend}-save`])).stdout);
+  return { 'iptables-save': await save('iptables'), 'ip6tables-save': await save('ip6tables'), ...(await readRouting(ns)) };
+}
+
+async function readRouting(ns: h.Netns): Promise<RoutingState> {
   // A routing table that was never used does not exist, which `ip route show table` reports as an error.
   const text = async (...args: string[]) => (await h.run([h.IP, '-n', ns.name, ...args])).stdout.trim();
   return {
-    'iptables-save': await save('iptables'),
-    'ip6tables-save': await save('ip6tables'),
     'ip -4 rule': await text('-4', 'rule', 'show'),
     'ip -6 rule': await text('-6', 'rule', 'show'),
     'ip -4 route table 133': await text('-4', 'route', 'show', 'table', '133'),
@@ -149,39 +158,78 @@ export async function runCase(env: CompatEnv, pod: GeneratedPod, profiles: Profi
   const istioNs = await podNetns(pod.addresses, backend);
   const oursNs = await Promise.all(profiles.map(() => podNetns(pod.addresses, backend)));
   try {
-    const invocation = (ns: h.Netns, stdin: Record<string, unknown>): h.RunPluginOptions => ({
-      command: 'ADD',
-      stdin: {
-        cniVersion: '1.0.0',
-        name: 'compat',
-        type: 'istio-cni',
-        ...stdin,
-        prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: ns.path }], ips: families(pod.addresses).map((family) => ({ address: ADDRESS[family], interface: 0 })) },
-      },
-      containerId: `c-${name}`,
-      netns: ns,
-      ifName: 'eth0',
-      path: h.DEBIAN_CNI_DIR,
-      cniArgs: { IgnoreUnknown: '1', K8S_POD_NAMESPACE: NAMESPACE, K8S_POD_NAME: name, K8S_POD_INFRA_CONTAINER_ID: `c-${name}`, K8S_POD_UID: 'u' },
-    });
-    const side = async (run: Promise<h.PluginRunResult>, ns: h.Netns): Promise<Side> => {
-      const done = await run;
-      return {
-        accepted: done.code === 0,
-        error: done.code === 0 ? '' : `${done.stdout.trim()} ${done.stderr.trim().split('\n').slice(-3).join(' ')}`.trim(),
-        state: await readState(ns, backend),
-      };
-    };
-    const istioConf = { cni_agent_run_dir: env.istioRunDir, exclude_namespaces: [], pod_namespace: 'istio-system', plugin_log_level: 'info' };
-    const ourConf = (profile: Profile) => ({ kubernetes: { kubeconfig: env.ourKubeconfig }, exclude_namespaces: [], log_file: env.logFile, iptables_backend: backend, rules_profile: profile });
+    const side = async (run: Promise<h.PluginRunResult>, ns: h.Netns): Promise<Side> => ({ ...outcome(await run), state: await readState(ns, backend) });
     const [istio, ...ours] = await Promise.all([
-      side(h.runPlugin(env.istio.istioCni, invocation(istioNs, istioConf)), istioNs),
-      ...profiles.map((profile, i) => side(h.runPlugin(env.ourBin, invocation(oursNs[i]!, ourConf(profile))), oursNs[i]!)),
+      side(h.runPlugin(env.istio.istioCni, pluginAdd(name, pod, istioNs, istioConf(env))), istioNs),
+      ...profiles.map((profile, i) => side(h.runPlugin(env.ourBin, pluginAdd(name, pod, oursNs[i]!, { ...ourConf(env, profile), iptables_backend: backend })), oursNs[i]!)),
     ]);
     return profiles.map((profile, i) => ({ pod, profile, backend, ours: ours[i]!, istio: istio! }));
   } finally {
     env.api.deletePod(NAMESPACE, name);
     await Promise.all([istioNs, ...oursNs].map((ns) => h.deleteNetns(ns)));
+  }
+}
+
+/** The ADD of pod `name` in `ns` as a runtime calls a chained plugin, with the plugin's own config. */
+function pluginAdd(name: string, pod: GeneratedPod, ns: h.Netns, conf: Record<string, unknown>): h.RunPluginOptions {
+  return {
+    command: 'ADD',
+    stdin: {
+      cniVersion: '1.0.0',
+      name: 'compat',
+      type: 'istio-cni',
+      ...conf,
+      prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: ns.path }], ips: families(pod.addresses).map((family) => ({ address: ADDRESS[family], interface: 0 })) },
+    },
+    containerId: `c-${name}`,
+    netns: ns,
+    ifName: 'eth0',
+    path: h.DEBIAN_CNI_DIR,
+    cniArgs: { IgnoreUnknown: '1', K8S_POD_NAMESPACE: NAMESPACE, K8S_POD_NAME: name, K8S_POD_INFRA_CONTAINER_ID: `c-${name}`, K8S_POD_UID: 'u' },
+  };
+}
+
+const istioConf = (env: CompatEnv) => ({ cni_agent_run_dir: env.istioRunDir, exclude_namespaces: [], pod_namespace: 'istio-system', plugin_log_level: 'info' });
+const ourConf = (env: CompatEnv, profile: Profile) => ({ kubernetes: { kubeconfig: env.ourKubeconfig }, exclude_namespaces: [], log_file: env.logFile, rules_profile: profile });
+
+/** Whether the plugin took the pod, and what it said when it did not. */
+function outcome(done: h.PluginRunResult): { accepted: boolean; error: string } {
+  return { accepted: done.code === 0, error: done.code === 0 ? '' : `${done.stdout.trim()} ${done.stderr.trim().split('\n').slice(-3).join(' ')}`.trim() };
+}
+
+export interface NftablesSide {
+  accepted: boolean;
+  error: string;
+  state: NftState;
+  routing: RoutingState;
+}
+
+export interface NftablesCaseResult {
+  pod: GeneratedPod;
+  profile: Profile;
+  ours: NftablesSide;
+  istio: NftablesSide;
+}
+
+/**
+ * One pod with native nftables: Istio's plugin (`native_nftables`) in one netns, ours
+ * (`"iptables_backend": "nftables"`, the profile given) in another; their inet tables and routing read
+ * back. The netns are gone when it returns.
+ */
+export async function runNftablesCase(env: CompatEnv, pod: GeneratedPod, profile: Profile): Promise<NftablesCaseResult> {
+  const name = `cmp-${process.pid}-${++podCounter}`;
+  env.api.setPod(podManifest(name, pod));
+  const [istioNs, oursNs] = await Promise.all([podNetns(pod.addresses), podNetns(pod.addresses)]);
+  try {
+    const side = async (run: Promise<h.PluginRunResult>, ns: h.Netns): Promise<NftablesSide> => ({ ...outcome(await run), state: await readNftState(ns), routing: await readRouting(ns) });
+    const [istio, ours] = await Promise.all([
+      side(h.runPlugin(env.istio.istioCni, pluginAdd(name, pod, istioNs, { ...istioConf(env), native_nftables: true })), istioNs),
+      side(h.runPlugin(env.ourBin, pluginAdd(name, pod, oursNs, { ...ourConf(env, profile), iptables_backend: 'nftables' })), oursNs),
+    ]);
+    return { pod, profile, ours, istio };
+  } finally {
+    env.api.deletePod(NAMESPACE, name);
+    await Promise.all([istioNs, oursNs].map((ns) => h.deleteNetns(ns)));
   }
 }
 
@@ -311,14 +359,19 @@ function tablesOf(save: string): Map<string, string[]> {
 
 const lines = (text: string) => text.split('\n').filter((line) => line !== '');
 
-/** Every difference between our netns and Istio's, line by line; none means the same rules in the same order. */
-export function differences(ours: NetnsState, istio: NetnsState): Difference[] {
+/**
+ * Every difference between our netns and Istio's, line by line; none means the same rules in the same
+ * order. Both are NetnsState, or (native nftables, whose tables nft-state.ts compares) RoutingState.
+ */
+export function differences(oursState: RoutingState, istioState: RoutingState): Difference[] {
+  const [ours, istio] = [oursState, istioState] as unknown as [Record<string, string>, Record<string, string>];
   const found: Difference[] = [];
-  for (const key of Object.keys(ours) as (keyof NetnsState)[]) {
-    if (ours[key] === istio[key]) continue;
+  for (const [key, mine] of Object.entries(ours)) {
+    const theirs = istio[key] ?? '';
+    if (mine === theirs) continue;
     const pairs = key.endsWith('-save')
-      ? [...new Set([...tablesOf(ours[key]).keys(), ...tablesOf(istio[key]).keys()])].map((t) => [`${key} ${t}`, tablesOf(ours[key]).get(t) ?? [], tablesOf(istio[key]).get(t) ?? []] as const)
-      : [[key, lines(ours[key]), lines(istio[key])] as const];
+      ? [...new Set([...tablesOf(mine).keys(), ...tablesOf(theirs).keys()])].map((t) => [`${key} ${t}`, tablesOf(mine).get(t) ?? [], tablesOf(theirs).get(t) ?? []] as const)
+      : [[key, lines(mine), lines(theirs)] as const];
     for (const [where, a, b] of pairs) {
       const onlyOurs = multisetMinus([...a], [...b]);
       const onlyIstio = multisetMinus([...b], [...a]);

@@ -3,6 +3,7 @@
  * reason; docs/compatibility.md's tables are these (scripts/compat.ts --update-docs writes them).
  */
 import type { Difference, Profile } from './differential.ts';
+import type { NftDifference } from './nft-state.ts';
 import type { GeneratedPod, Tag } from './pods.ts';
 
 export interface Refusal {
@@ -99,6 +100,54 @@ export function listedRuleDifference(d: Difference, pod: GeneratedPod): string |
   return SEED_RULE_DIFFERENCES.find((r) => r.pattern.test(text) && (r.when?.(pod) ?? true))?.id;
 }
 
+/** A difference between our native nftables tables and those of Istio's native nftables mode. */
+export interface NftablesDifference {
+  id: string;
+  /** `all`: every difference found for the pod. */
+  is: (d: NftDifference, pod: GeneratedPod, all: readonly NftDifference[]) => boolean;
+  why: string;
+}
+
+/** The IPv6 half of an IPv4-only pod: returned at the hooked chain, never walks the others. */
+const ipv6Guard = (d: NftDifference) => d.kind === 'only-ours' && /^istio-proxy-[a-z]+\/(prerouting|output) \(IPv6\)$/.test(d.where) && d.line === 'meta nfproto ipv6 counter return';
+
+/** An outbound range annotation with an item covering a whole family (`0.0.0.0/0`, `::/0`, `10.1.2.3/0`). */
+const wholeFamilyRange = (pod: GeneratedPod) =>
+  ['traffic.sidecar.istio.io/includeOutboundIPRanges', 'traffic.sidecar.istio.io/excludeOutboundIPRanges'].some((k) => (pod.annotations[k] ?? '').split(',').some((item) => /\/0$/.test(item.trim())));
+
+/** A rule without its family matches: ours' `meta nfproto ipv4`, Istio's `ip daddr 0.0.0.0/0`. */
+const withoutFamilyMatch = (line: string) => line.replace(/^meta nfproto ipv[46] /, '').replace(/\bip6? daddr \S+\/0 /, '');
+
+/** Where the istio-current rules in nftables form differ from Istio's native nftables mode. */
+export const NFTABLES_DIFFERENCES: NftablesDifference[] = [
+  {
+    id: 'ipv4-only-pod-ipv6',
+    is: ipv6Guard,
+    why: 'A pod without IPv6 capture: our hooked chains first return IPv6 packets (`meta nfproto ipv6 return`), as with iptables, where such a pod gets no ip6tables rules at all; Istio\'s native mode, whose inet tables see both families, captures its IPv6 too.',
+  },
+  {
+    id: 'invalid-drop-protocols',
+    is: (d) => d.where.startsWith('istio-proxy-mangle/prerouting') && d.line === (d.kind === 'only-ours' ? 'ct state invalid counter jump istio-drop' : 'meta l4proto tcp ct state invalid counter jump istio-drop'),
+    why: 'INVALID_DROP: Istio\'s native mode drops only TCP packets conntrack finds INVALID, its iptables mode (and the istio-current profile, which is that rule set) every protocol\'s.',
+  },
+  {
+    id: 'whole-family-range',
+    is: (d, pod, all) => {
+      // The ranges are matched in nat's istio-output, and with VM interfaces in its prerouting.
+      if (!wholeFamilyRange(pod) || !/^istio-proxy-nat\/(prerouting|istio-output) /.test(d.where) || d.kind === 'hook') return false;
+      const counterpart = all.some((o) => o.where === d.where && o.kind !== d.kind && o.kind !== 'hook' && withoutFamilyMatch(o.line) === withoutFamilyMatch(d.line));
+      // Our rule written without a family in a chain the other family never reaches.
+      const unreached = d.kind === 'only-ours' && d.where.endsWith('(IPv6)') && all.some(ipv6Guard);
+      return counterpart || unreached;
+    },
+    why: 'An outbound range covering a whole family (`0.0.0.0/0`, `::/0`): the rule set carries it as iptables-save prints it, with no address, so our rule has no family match (a pod of one family: that family alone reaches the chain) or, when the families\' rules then differ, each rule of the chain is limited by `meta nfproto`; Istio writes `ip daddr 0.0.0.0/0` and shares the rest. Each family\'s walk matches the same packets.',
+  },
+];
+
+export function listedNftablesDifference(d: NftDifference, pod: GeneratedPod, all: readonly NftDifference[]): string | undefined {
+  return NFTABLES_DIFFERENCES.find((n) => n.is(d, pod, all))?.id;
+}
+
 export interface DecisionDifference {
   /** A case of test/compat/decision.test.ts. */
   case: string;
@@ -159,6 +208,12 @@ export function readmeTables(): string {
     '| difference | why |',
     '| --- | --- |',
     ...[...SEED_RULE_DIFFERENCES, SEED_IPV6_ONLY_OURS].map((d) => `| \`${d.id}\` | ${cell(d.why)} |`),
+    '',
+    'Native nftables (`"iptables_backend": "nftables"`, istio-current) against Istio\'s plugin with `native_nftables`:',
+    '',
+    '| difference | why |',
+    '| --- | --- |',
+    ...NFTABLES_DIFFERENCES.map((d) => `| \`${d.id}\` | ${cell(d.why)} |`),
     '',
     'Capture decisions that differ from Istio\'s plugin (test/compat/decision.test.ts; both profiles decide alike):',
     '',

@@ -4,7 +4,6 @@
  * checks the rules in the pod netns and makes real connections that must, or must not, be redirected.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
@@ -12,77 +11,15 @@ import * as h from '../harness/index.ts';
 
 afterAll(h.cleanupAll);
 
-const WEB = { pod: 'web-0', namespace: 'default' };
-const TPROXY_LISTEN = join(h.REPO_ROOT, 'test', 'helpers', 'tproxy-listen.py');
-const UDP_PY = join(h.REPO_ROOT, 'test', 'helpers', 'udp.py');
-const GATEWAY = '10.200.0.1';
-type Backend = 'nft' | 'legacy';
-type Container = Record<string, unknown> & { name: string };
-
-/** An injected pod with these annotations; `proxy` edits its istio-proxy container. */
-function annotatedPod(annotations: Record<string, string>, proxy: (c: Container) => void = () => {}): h.Pod {
-  const pod = h.injectedPod(WEB.pod, WEB.namespace, { metadata: { annotations } });
-  const containers = (pod.spec as { containers: Container[] }).containers;
-  proxy(containers.find((c) => c.name === 'istio-proxy')!);
-  return pod;
-}
-
-async function added(pod: h.Pod, opts: { backend?: Backend; tag: string; subnet6?: string }) {
-  const conflist: h.ConflistOptions = { iptablesBackend: opts.backend ?? 'nft' };
-  if (opts.subnet6) conflist.subnet6 = opts.subnet6;
-  const e = await h.makeE2E({ tag: opts.tag, pods: [pod], conflist });
-  const add = await e.run('add', WEB);
-  assert.equal(add.code, 0, `${add.stdout}\n${add.stderr}`);
-  const entries = (add.json as { ips: { address: string; gateway?: string }[] }).ips;
-  const check = await e.run('check', WEB);
-  assert.equal(check.code, 0, `CHECK after ADD: ${check.stdout}`);
-  const v6 = entries.find((i) => i.address.includes(':'));
-  return { e, add, podIp: entries.find((i) => !i.address.includes(':'))!.address.split('/')[0]!, podIp6: v6?.address.split('/')[0], gateway6: v6?.gateway };
-}
+const { WEB, GATEWAY, annotatedPod, redirectedTo, udpQueryLandsIn } = h;
 
 const chain = (lines: string[], name: string) => lines.filter((l) => l.startsWith(`-A ${name} `));
 const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
 
-/** Did a connection land on a listener at `port` in the pod (redirected), or reach its real target? */
-async function redirectedTo(e: h.E2E, port: number, target: { ns?: h.NetnsRef; host: string; port: number; uid?: number; gid?: number }) {
-  const listener = await h.startOrigDstListener(e.topo.pod, { host: target.host.includes(':') ? '::' : '0.0.0.0', port, timeoutMs: 4_000 });
-  try {
-    const direct = await h.probe({
-      listenNs: target.ns ?? e.topo.node,
-      listenHost: target.host.includes(':') ? '::' : '0.0.0.0',
-      listenPort: target.port,
-      connectNs: e.topo.pod,
-      connectHost: target.host,
-      ...(target.uid !== undefined ? { uid: target.uid, gid: target.gid ?? target.uid } : {}),
-    });
-    await listener.stop();
-    const captured = await listener.result;
-    return { captured: captured?.original_dst ?? null, reachedTarget: direct.listener !== null };
-  } catch (err) {
-    await listener.stop();
-    throw err;
-  }
-}
-
-/** Sends one UDP datagram from `from` to GATEWAY:53 and returns what a listener at `listenNs`:`port` got. */
-async function udpQueryLandsIn(listenNs: h.NetnsRef, port: number, from: h.NetnsRef, payload: string, uid?: number): Promise<string | null> {
-  const listener = spawn(h.NSENTER, [`--net=${h.netnsPath(listenNs)}`, h.PYTHON, UDP_PY, 'listen', String(port), '3'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const stop = h.trackChild(listener, 'udp listener');
-  let received = '';
-  listener.stdout.setEncoding('utf8').on('data', (d: string) => (received += d));
-  const exited = new Promise((resolve) => listener.once('close', resolve));
-  await new Promise<void>((resolve) => listener.stderr.once('data', () => resolve()));
-  const ids = uid === undefined ? {} : { uid, gid: uid };
-  await h.runOk(h.nsenterArgv(from, [h.PYTHON, UDP_PY, 'send', GATEWAY, '53', payload], ids), { cwd: '/' });
-  await exited;
-  await stop();
-  return received.trim() || null;
-}
-
 describe('inbound ports', () => {
   for (const backend of ['nft', 'legacy'] as const) {
     it(`includeInboundPorts "8080" redirects only 8080 (iptables-${backend})`, async () => {
-      const { e, podIp } = await added(annotatedPod({ 'traffic.sidecar.istio.io/includeInboundPorts': '8080' }), { backend, tag: `inc-${backend}` });
+      const { e, podIp } = await h.addCaptured(annotatedPod({ 'traffic.sidecar.istio.io/includeInboundPorts': '8080' }), { backend, tag: `inc-${backend}` });
       const nat = await h.iptablesS(e.topo.pod, backend);
       assert.deepEqual(chain(nat, 'ISTIO_INBOUND'), ['-A ISTIO_INBOUND -p tcp -m tcp --dport 8080 -j ISTIO_IN_REDIRECT']);
       // An IPv4-only pod gets no ip6tables rules.
@@ -96,7 +33,7 @@ describe('inbound ports', () => {
   }
 
   it('includeInboundPorts "" captures nothing inbound: no ISTIO_INBOUND, no PREROUTING jump', async () => {
-    const { e, podIp } = await added(annotatedPod({ 'traffic.sidecar.istio.io/includeInboundPorts': '' }), { tag: 'noin' });
+    const { e, podIp } = await h.addCaptured(annotatedPod({ 'traffic.sidecar.istio.io/includeInboundPorts': '' }), { backend: 'nft', tag: 'noin' });
     const nat = await h.iptablesS(e.topo.pod, 'nft');
     assert.deepEqual(nat.filter((l) => l.includes('ISTIO_INBOUND') || l.startsWith('-A PREROUTING')), []);
     const direct = await h.probe({ listenNs: e.topo.pod, listenPort: 8080, connectNs: e.topo.node, connectHost: podIp });
@@ -113,7 +50,7 @@ describe('outbound', () => {
       'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.201.0.0/16, 10.202.0.0/16',
       'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.202.0.0/24',
     });
-    const { e } = await added(pod, { tag: 'cidr' });
+    const { e } = await h.addCaptured(pod, { backend: 'nft', tag: 'cidr' });
     // Two more destinations, on the node side of the test topology only.
     for (const address of ['10.201.0.1/32', '10.202.0.1/32']) await h.execInNetnsOk(e.topo.node, [h.IP, 'addr', 'add', address, 'dev', 'lo']);
     const out = chain(await h.iptablesS(e.topo.pod, 'nft'), 'ISTIO_OUTPUT');
@@ -129,7 +66,7 @@ describe('outbound', () => {
   });
 
   it('excludeOutboundPorts leaves those ports alone and captures the rest', async () => {
-    const { e } = await added(annotatedPod({ 'traffic.sidecar.istio.io/excludeOutboundPorts': '8081,5432' }), { tag: 'oport' });
+    const { e } = await h.addCaptured(annotatedPod({ 'traffic.sidecar.istio.io/excludeOutboundPorts': '8081,5432' }), { backend: 'nft', tag: 'oport' });
     assert.deepEqual(chain(await h.iptablesS(e.topo.pod, 'nft'), 'ISTIO_OUTPUT').slice(0, 2), [
       '-A ISTIO_OUTPUT -p tcp -m tcp --dport 8081 -j RETURN',
       '-A ISTIO_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN',
@@ -142,7 +79,7 @@ describe('outbound', () => {
     const pod = annotatedPod({}, (c) => {
       c.securityContext = { runAsUser: 2000, runAsGroup: 2001, runAsNonRoot: true };
     });
-    const { e } = await added(pod, { tag: 'uid' });
+    const { e } = await h.addCaptured(pod, { backend: 'nft', tag: 'uid' });
     const out = chain(await h.iptablesS(e.topo.pod, 'nft'), 'ISTIO_OUTPUT');
     assert.ok(out.includes('-A ISTIO_OUTPUT -m owner --uid-owner 2000 -j RETURN'));
     assert.ok(out.includes('-A ISTIO_OUTPUT -m owner --gid-owner 2001 -j RETURN'));
@@ -155,7 +92,7 @@ describe('outbound', () => {
     const pod = annotatedPod({}, (c) => {
       (c.env as unknown[]).push({ name: 'ISTIO_META_DNS_CAPTURE', value: 'true' });
     });
-    const { e } = await added(pod, { tag: 'dns' });
+    const { e } = await h.addCaptured(pod, { backend: 'nft', tag: 'dns' });
     const nat = await h.iptablesS(e.topo.pod, 'nft');
     assert.deepEqual(chain(nat, 'ISTIO_OUTPUT_DNS'), [
       '-A ISTIO_OUTPUT_DNS -p tcp -m tcp --dport 53 -j REDIRECT --to-ports 15053',
@@ -196,7 +133,7 @@ describe('refused annotations', () => {
 describe('IPv6', () => {
   it('a dual-stack pod gets ip6tables rules too, ::6 on lo, and its IPv6 traffic is redirected', async () => {
     const pod = annotatedPod({ 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '10.201.0.0/16,fd00:201::/64' });
-    const { e, podIp6, gateway6 } = await added(pod, { tag: 'v6', subnet6: 'fd00:200::/64' });
+    const { e, podIp6, gateway6 } = await h.addCaptured(pod, { backend: 'nft', tag: 'v6', subnet6: 'fd00:200::/64' });
     assert.ok(podIp6 && gateway6, 'host-local gave the pod an IPv6 address and gateway');
     const v6 = await h.iptablesS(e.topo.pod, 'nft', 'nat', { ipv6: true });
     assert.ok(v6.includes('-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN'));
@@ -239,7 +176,7 @@ describe('IPv6', () => {
 
 describe('TPROXY', () => {
   it('diverts inbound through mangle with mark 1337 and table 133 to a transparent listener; DEL removes rules and routing', async () => {
-    const { e, podIp } = await added(annotatedPod({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }), { tag: 'tproxy' });
+    const { e, podIp } = await h.addCaptured(annotatedPod({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }), { backend: 'nft', tag: 'tproxy' });
     const mangle = await h.iptablesS(e.topo.pod, 'nft', 'mangle');
     assert.ok(mangle.includes('-A PREROUTING -p tcp -j ISTIO_INBOUND'));
     assert.ok(mangle.includes('-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x539/0xffffffff'));
@@ -252,18 +189,7 @@ describe('TPROXY', () => {
 
     // A transparent listener on 15006 (as Envoy's) gets the node's connection to the pod IP, with the
     // original destination as its local address.
-    const listener = spawn(h.NSENTER, [`--net=${h.netnsPath(e.topo.pod)}`, h.PYTHON, TPROXY_LISTEN, '15006', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const stopListener = h.trackChild(listener, 'tproxy listener');
-    let output = '';
-    listener.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-    await new Promise<void>((resolve) => listener.stderr.once('data', () => resolve()));
-    const exited = new Promise((resolve) => listener.once('close', resolve));
-    const client = await h.connectFrom(e.topo.node, { host: podIp, port: 8080 });
-    assert.equal(client.connected, true, client.error);
-    assert.equal(client.reply, 'tproxy-ok\n');
-    await exited;
-    await stopListener();
-    assert.equal((JSON.parse(output) as { local: string }).local, `${podIp}:8080`);
+    assert.deepEqual(await h.tproxyConnection(e, 15006, podIp, 8080), { local: `${podIp}:8080`, reply: 'tproxy-ok\n' });
 
     const del = await e.run('del', WEB);
     assert.equal(del.code, 0, del.stdout);

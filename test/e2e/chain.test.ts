@@ -1,7 +1,7 @@
 /**
  * The spine, end to end: libcni runs ptp + host-local and then the built dist/istio-cni from a
- * conflist, against real network namespaces, on both iptables backends, with the pod looked up
- * from an HTTPS API server that checks the bearer token.
+ * conflist, against real network namespaces, on both iptables backends and on native nftables,
+ * with the pod looked up from an HTTPS API server that checks the bearer token.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, symlinkSync } from 'node:fs';
@@ -11,15 +11,15 @@ import * as h from '../harness/index.ts';
 
 afterAll(h.cleanupAll);
 
-const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
 const WEB = { pod: 'web-0', namespace: 'default' };
 const PLAIN = { pod: 'plain-0', namespace: 'default' };
 const GATEWAY = '10.200.0.1';
 const RECORDER = join(h.REPO_ROOT, 'test', 'helpers', 'record-prev.py');
 
-type Backend = 'nft' | 'legacy';
+const BACKENDS = ['nft', 'legacy', 'nftables'] as const;
+const label = (backend: h.CaptureBackend) => (backend === 'nftables' ? 'native nftables' : `iptables-${backend}`);
 
-async function environment(backend: Backend, tag: string) {
+async function environment(backend: h.CaptureBackend, tag: string) {
   return h.makeE2E({
     tag,
     pods: [h.injectedPod(WEB.pod, WEB.namespace), h.plainPod(PLAIN.pod, PLAIN.namespace), h.injectedPod('coredns', 'kube-system')],
@@ -29,8 +29,8 @@ async function environment(backend: Backend, tag: string) {
 
 const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
 
-for (const backend of ['nft', 'legacy'] as const) {
-  describe(`chained after ptp, on iptables-${backend}`, () => {
+for (const backend of BACKENDS) {
+  describe(`chained after ptp, on ${label(backend)}`, () => {
     it('gives an injected pod exactly the seed rules and passes ptp\'s result through unchanged', async () => {
       const e = await environment(backend, `seed-${backend}`);
       // Recorders on both sides of istio-cni capture what it received and what it answered.
@@ -42,7 +42,7 @@ for (const backend of ['nft', 'legacy'] as const) {
 
       const add = await e.run('add', WEB);
       assert.equal(add.code, 0, add.stderr);
-      assert.deepEqual(await h.iptablesS(e.topo.pod, backend), SEED);
+      assert.deepEqual(await h.natRules(e.topo.pod, backend), h.seedRules(backend));
 
       const [before, afterIstio] = readFileSync(records, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
       assert.ok(before.prevResult.ips[0].address.startsWith('10.200.0.'));
@@ -59,7 +59,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       const again = await e.runDirect('ADD', WEB, { prevResult: add.json });
       assert.equal(again.code, 0, again.stdout);
       assert.deepEqual(again.json, add.json);
-      assert.deepEqual(await h.iptablesS(e.topo.pod, backend), SEED);
+      assert.deepEqual(await h.natRules(e.topo.pod, backend), h.seedRules(backend));
     });
 
     it('CHECK passes on the programmed netns and fails naming a deleted rule', async () => {
@@ -68,11 +68,15 @@ for (const backend of ['nft', 'legacy'] as const) {
       const ok = await e.run('check', WEB);
       assert.equal(ok.code, 0, ok.stderr);
 
-      await h.execInNetnsOk(e.topo.pod, [`/usr/sbin/iptables-${backend}`, '-t', 'nat', '-D', 'ISTIO_OUTPUT', '-m', 'owner', '--uid-owner', '1337', '-j', 'RETURN']);
+      if (backend === 'nftables') await h.nftDeleteRule(e.topo.pod, 'istio-proxy-nat', 'istio-output', 'meta skuid 1337 counter return');
+      else await h.execInNetnsOk(e.topo.pod, [`/usr/sbin/iptables-${backend}`, '-t', 'nat', '-D', 'ISTIO_OUTPUT', '-m', 'owner', '--uid-owner', '1337', '-j', 'RETURN']);
       const broken = await e.run('check', WEB);
       assert.notEqual(broken.code, 0);
       assert.equal(broken.error?.code, 103);
-      assert.match(broken.error?.details ?? '', /missing -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN/);
+      const named = backend === 'nftables'
+        ? /istio-proxy-nat istio-output rule 3: expected "meta skuid 1337 counter return", found "meta skgid 1337 counter return"/
+        : /missing -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN/;
+      assert.match(broken.error?.details ?? '', named);
     });
 
     it('DEL removes the four chains and both jumps; a DEL without netns succeeds', async () => {
@@ -80,8 +84,8 @@ for (const backend of ['nft', 'legacy'] as const) {
       assert.equal((await e.run('add', WEB)).code, 0);
       const del = await e.run('del', WEB);
       assert.equal(del.code, 0, del.stderr);
-      assert.deepEqual(ours(await h.iptablesS(e.topo.pod, backend)), []);
-      assert.deepEqual(await h.iptablesS(e.topo.pod, backend), SEED.filter((l) => l.startsWith('-P ')));
+      assert.deepEqual(await h.ownedRules(e.topo.pod, backend), []);
+      assert.deepEqual(await h.natRules(e.topo.pod, backend), h.emptyNatRules(backend));
 
       // containerd's RemovePodSandbox: a second DEL with an empty CNI_NETNS and no prevResult.
       const second = await e.runDirect('DEL', WEB, { netns: '' });
@@ -93,7 +97,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       const e = await environment(backend, `plain-${backend}`);
       const add = await e.run('add', PLAIN);
       assert.equal(add.code, 0, add.stderr);
-      assert.deepEqual(ours(await h.iptablesS(e.topo.pod, backend)), []);
+      assert.deepEqual(await h.ownedRules(e.topo.pod, backend), []);
       assert.equal(e.api!.podRequests(PLAIN.namespace, PLAIN.pod).length, 1);
       assert.equal((await e.run('check', PLAIN)).code, 0);
     });
@@ -124,8 +128,8 @@ describe('pods decided without the API', () => {
 });
 
 describe('the redirect is real', () => {
-  for (const backend of ['nft', 'legacy'] as const) {
-    it(`captures outbound and inbound TCP but not the proxy's own traffic (iptables-${backend})`, async () => {
+  for (const backend of BACKENDS) {
+    it(`captures outbound and inbound TCP but not the proxy's own traffic (${label(backend)})`, async () => {
       const e = await environment(backend, `traffic-${backend}`);
       const add = await e.run('add', WEB);
       assert.equal(add.code, 0, add.stderr);

@@ -12,13 +12,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { makeMountNs, replaceXtables, type MountNs } from '../hostile/mountns.ts';
-import { classify, ourState, processProblems, specErrorProblems } from '../hostile/oracle.ts';
+import { classify, NOTHING, ourState, processProblems, specErrorProblems } from '../hostile/oracle.ts';
 
 afterAll(h.cleanupAll);
 
 const BIN = h.DEFAULT_ISTIO_CNI_BIN;
 const WEB = { pod: 'web-0', namespace: 'default' };
-const NOTHING = { nft: [], legacy: [] };
 
 async function env(tag: string, conflist: h.ConflistOptions = {}) {
   return h.makeE2E({ tag, pods: [h.injectedPod(WEB.pod, WEB.namespace)], conflist: { iptablesBackend: 'nft', ...conflist } });

@@ -12,7 +12,7 @@ import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { CALICO, makeFakeNode } from '../install/node.ts';
 import { makeMountNs, replaceXtables, restoreInputs, type MountNs } from '../hostile/mountns.ts';
-import { ourState, resetNat, specErrorProblems } from '../hostile/oracle.ts';
+import { NOTHING, ourState, resetNat, specErrorProblems } from '../hostile/oracle.ts';
 
 afterAll(h.cleanupAll);
 
@@ -49,7 +49,7 @@ describe('CNI_NETNS flipped between the check and the use', () => {
         outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
         const node = await ourState(e.topo.node);
         if (node.nft.length > 0) await resetNat(e.topo.node, 'nft');
-        assert.deepEqual(node, { nft: [], legacy: [] }, `ADD ${i + 1} (${outcome}) programmed the node's netns; so far ${JSON.stringify([...outcomes])}`);
+        assert.deepEqual(node, NOTHING, `ADD ${i + 1} (${outcome}) programmed the node's netns; so far ${JSON.stringify([...outcomes])}`);
         if (add.code !== 0) {
           const { problems, error } = specErrorProblems(add);
           assert.deepEqual(problems, []);
@@ -121,7 +121,7 @@ async function refused(tag: string, pod: h.Pod, why: RegExp) {
   assert.equal(error?.code, 106, add.stdout);
   assert.match(`${error!.msg}: ${error!.details}`, why);
   assert.ok(add.stdout.length < 2_000, `the error is short: ${add.stdout.length} bytes`);
-  assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+  assert.deepEqual(await ourState(e.topo.pod), NOTHING);
 }
 
 describe('annotations that multiply', () => {
@@ -144,7 +144,7 @@ describe('annotations that multiply', () => {
     assert.equal((await e.run('check', WEB)).code, 0);
     const del = await e.run('del', WEB);
     assert.equal(del.code, 0, del.stdout + del.stderr);
-    assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+    assert.deepEqual(await ourState(e.topo.pod), NOTHING);
   });
 
   it('removes a leftover far beyond the cap (an older plugin\'s 122,500 reroute jumps) without failing DEL', async () => {
@@ -264,7 +264,7 @@ describe('API answers that never end', () => {
     assert.match(error!.details, /response larger than 4194304 bytes/);
     assert.ok(peak < BOUNDED, `peak ${Math.round(peak / MIB)} MiB`);
     assert.ok(endless.sent < 64 * MIB, `the server got to send ${Math.round(endless.sent / MIB)} MiB`);
-    assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+    assert.deepEqual(await ourState(e.topo.pod), NOTHING);
   });
 
   it('repair drops a pod list or a watch event that never ends at its bound, and recovers when the API does', async () => {

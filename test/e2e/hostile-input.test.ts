@@ -7,7 +7,7 @@ import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { runCampaign } from '../hostile/campaign.ts';
 import { runInstallCampaign } from '../hostile/install-campaign.ts';
-import { ourState, specErrorProblems } from '../hostile/oracle.ts';
+import { NOTHING, ourState, specErrorProblems } from '../hostile/oracle.ts';
 
 afterAll(h.cleanupAll);
 
@@ -59,6 +59,6 @@ describe('failures the generators found', () => {
     assert.deepEqual(problems, []);
     assert.equal(error?.code, 7);
     assert.match(error!.details, /prevResult/);
-    assert.deepEqual(await ourState(e.topo.pod), { nft: [], legacy: [] });
+    assert.deepEqual(await ourState(e.topo.pod), NOTHING);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The istio-current profile through the whole chain (libcni: ptp + host-local, then the built
- * dist/istio-cni with `"rules_profile": "istio-current"`) on both iptables backends: live connections
- * redirected as a current proxy expects, CHECK, a repeated ADD and DEL, including the profile's rules
- * in built-in chains. That the rules equal Istio's own is test/compat/'s job.
+ * dist/istio-cni with `"rules_profile": "istio-current"`) on both iptables backends and on native
+ * nftables: live connections redirected as a current proxy expects (IPv4 and IPv6, REDIRECT and
+ * TPROXY on nftables), CHECK, a repeated ADD and DEL, including the profile's rules in built-in
+ * chains. That the rules equal Istio's own is test/compat/'s job.
  */
 import assert from 'node:assert/strict';
 import { afterAll, describe, it } from 'vitest';
@@ -108,6 +109,74 @@ for (const backend of ['nft', 'legacy'] as const) {
     });
   });
 }
+
+describe('istio-current on native nftables', () => {
+  const NAT = 'istio-proxy-nat';
+  const MANGLE = 'istio-proxy-mangle';
+  const profile = { rules_profile: 'istio-current' };
+
+  it('redirects like a current proxy expects, IPv4 and IPv6: outbound to 15001 with its original destination, inbound to 15006, uid 1337 exempt, the tunnel port 15008 left alone', async () => {
+    const pod = h.annotatedPod({}, (c) => (c.env as unknown[]).push({ name: 'ISTIO_DUAL_STACK', value: 'true' }));
+    const { e, podIp, podIp6, gateway6 } = await h.addCaptured(pod, { backend: 'nftables', tag: 'cur-nft', subnet6: 'fd00:200::/64', istio: profile });
+    assert.ok(podIp6 && gateway6, 'host-local gave the pod an IPv6 address and gateway');
+    assert.equal((await h.nftChain(e.topo.pod, NAT, 'istio-inbound'))[0], 'tcp dport 15008 counter return');
+    assert.ok(!(await h.nftChain(e.topo.pod, NAT, 'output')).some((l) => l.includes('nfproto')), 'both families are captured');
+    assert.deepEqual(await h.ownedRules(e.topo.pod, 'nft'), [], 'no iptables rule of ours');
+    // DAD may hold the new addresses back for a moment.
+    await h.execInNetns(e.topo.pod, ['/usr/bin/sleep', '2']);
+
+    for (const gateway of [GATEWAY, gateway6!]) {
+      const shown = gateway.includes(':') ? `[${gateway}]` : gateway;
+      assert.deepEqual(await h.redirectedTo(e, 15001, { host: gateway, port: 8080 }), { captured: `${shown}:8080`, reachedTarget: false }, gateway);
+      assert.deepEqual(await h.redirectedTo(e, 15001, { host: gateway, port: 8081, uid: 1337 }), { captured: null, reachedTarget: true }, `${gateway}, uid 1337`);
+    }
+    const inbound = await h.probe({ listenNs: e.topo.pod, listenPort: 15006, connectNs: e.topo.node, connectHost: podIp, connectPort: 8080 });
+    assert.equal(inbound.listener?.original_dst, `${podIp}:8080`);
+    const inbound6 = await h.probe({ listenNs: e.topo.pod, listenHost: '::', listenPort: 15006, connectNs: e.topo.node, connectHost: podIp6!, connectPort: 8080 });
+    assert.equal(inbound6.listener?.original_dst, `[${podIp6}]:8080`);
+
+    for (const connect of [{ ns: e.topo.node, host: podIp, port: 15008 }, { ns: e.topo.pod, host: podIp, port: 15008, uid: 1337 }]) {
+      const tunnel = await leftAlone(e, connect);
+      assert.equal(tunnel.direct?.local, `${podIp}:15008`, JSON.stringify(connect));
+      assert.equal(tunnel.inbound, null);
+    }
+    assert.equal((await leftAlone(e, { ns: e.topo.node, host: podIp, port: 15021 })).direct?.local, `${podIp}:15021`);
+    const hairpin = await h.probe({ listenNs: e.topo.pod, listenPort: 15006, connectNs: e.topo.pod, connectHost: podIp, connectPort: 8080, uid: 1337, gid: 1337 });
+    assert.equal(hairpin.listener?.original_dst, `${podIp}:8080`);
+
+    const del = await e.run('del', WEB);
+    assert.equal(del.code, 0, del.stdout);
+    assert.deepEqual(await h.ownedRules(e.topo.pod, 'nftables'), []);
+  });
+
+  it('TPROXY: inbound reaches a transparent listener with its original destination; CHECK passes and names a deleted rule; a repeated ADD leaves one copy; DEL removes tables and routing', async () => {
+    const annotations = { 'sidecar.istio.io/interceptionMode': 'TPROXY', 'traffic.sidecar.istio.io/excludeInterfaces': 'eth1,net1', 'istio.io/reroute-virtual-interfaces': 'vm0' };
+    const { e, podIp } = await h.addCaptured(h.annotatedPod(annotations), { backend: 'nftables', tag: 'cur-nft-tproxy', istio: profile });
+    const prerouting = await h.nftChain(e.topo.pod, NAT, 'prerouting');
+    for (const line of ['iifname "vm0" counter jump istio-redirect', 'iifname "eth1" counter return']) assert.ok(prerouting.includes(line), `${line}\n${prerouting.join('\n')}`);
+    assert.ok((await h.nftChain(e.topo.pod, MANGLE, 'output')).includes('oifname "lo" meta l4proto tcp meta mark 0x00000539 counter return'));
+    assert.match((await h.execInNetnsOk(e.topo.pod, [h.IP, '-4', 'rule', 'show'])).stdout, /fwmark 0x539 lookup 133/);
+    await h.execInNetns(e.topo.pod, ['/usr/bin/sleep', '1']);
+    assert.deepEqual(await h.tproxyConnection(e, 15006, podIp, 8080), { local: `${podIp}:8080`, reply: 'tproxy-ok\n' });
+    assert.deepEqual(await h.redirectedTo(e, 15001, { host: GATEWAY, port: 8080 }), { captured: `${GATEWAY}:8080`, reachedTarget: false });
+    assert.deepEqual(await h.redirectedTo(e, 15001, { host: GATEWAY, port: 8081, uid: 1337 }), { captured: null, reachedTarget: true });
+
+    const programmed = await h.ourNftTables(e.topo.pod);
+    const again = await e.runDirect('ADD', WEB, { prevResult: { cniVersion: '1.0.0', ips: [{ address: '10.200.0.9/24' }] } });
+    assert.equal(again.code, 0, again.stdout);
+    assert.deepEqual(await h.ourNftTables(e.topo.pod), programmed);
+
+    await h.nftDeleteRule(e.topo.pod, MANGLE, 'output', 'oifname "lo" meta l4proto tcp meta mark 0x00000539 counter return');
+    const broken = await e.run('check', WEB);
+    assert.equal(broken.error?.code, 103);
+    assert.match(broken.error?.details ?? '', /istio-proxy-mangle output/);
+
+    const del = await e.run('del', WEB);
+    assert.equal(del.code, 0, del.stderr);
+    assert.deepEqual(await h.ownedRules(e.topo.pod, 'nftables'), []);
+    assert.doesNotMatch((await h.execInNetnsOk(e.topo.pod, [h.IP, '-4', 'rule', 'show'])).stdout, /lookup 133/);
+  });
+});
 
 describe('rules_profile auto', () => {
   it('gives each pod the profile of its proxy version: the seed rules to a 1.4 proxy, current Istio\'s to a newer one', async () => {

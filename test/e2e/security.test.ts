@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
-import { ourState, specErrorProblems } from '../hostile/oracle.ts';
+import { NOTHING, ourState, specErrorProblems } from '../hostile/oracle.ts';
 
 afterAll(h.cleanupAll);
 
@@ -98,7 +98,7 @@ describe('CNI_NETNS must be a pod\'s network namespace', () => {
         assert.ok(error!.code === 104 || error!.code === 4, `${netns}: ${result.stdout}`);
         assert.match(`${error!.msg} ${error!.details}`, why, netns);
       }
-      assert.deepEqual(await ourState(e.topo.node), { nft: [], legacy: [] });
+      assert.deepEqual(await ourState(e.topo.node), NOTHING);
     } finally {
       await h.run(['/usr/bin/umount', bound]);
     }

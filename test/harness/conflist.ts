@@ -51,7 +51,7 @@ export interface ConflistOptions {
   /** istio-cni: log_level */
   logLevel?: string;
   /** istio-cni: iptables_backend */
-  iptablesBackend?: 'nft' | 'legacy';
+  iptablesBackend?: 'nft' | 'legacy' | 'nftables';
   /** Deep-merged into the istio-cni plugin object (a null value deletes the key). */
   istio?: JsonObject;
   /** Deep-merged into the ptp plugin object (a null value deletes the key). */
@@ -196,6 +196,9 @@ export function makeCniPath(opts: CniPathOptions = {}): string {
   return dir;
 }
 
+/** The Bun runtime the executable is compiled with (build/bun-runtime; `npm run build` installs it). */
+export const BUN_RUNTIME = join(REPO_ROOT, 'build', 'bun-runtime', 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
+
 /**
  * test/.work/istio-cni-dev: a /bin/sh wrapper that runs src/cli.ts from source on the Bun runtime the
  * executable is compiled with (build/bun-runtime; `npm run build` installs it), usable as pluginBin /
@@ -205,10 +208,9 @@ export function writeDevPluginWrapper(): string {
   const dir = join(REPO_ROOT, 'test', '.work');
   mkdirSync(dir, { recursive: true });
   const path = join(dir, 'istio-cni-dev');
-  const bun = join(REPO_ROOT, 'build', 'bun-runtime', 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
   const cli = join(REPO_ROOT, 'src', 'cli.ts');
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, `#!/bin/sh\nexec '${bun}' '${cli}'\n`);
+  writeFileSync(tmp, `#!/bin/sh\nexec '${BUN_RUNTIME}' '${cli}'\n`);
   chmodSync(tmp, 0o755);
   renameSync(tmp, path);
   return path;

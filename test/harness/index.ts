@@ -7,4 +7,6 @@ export * from './kube-api.ts';
 export * from './traffic.ts';
 export * from './e2e.ts';
 export * from './kube-watch.ts';
+export * from './nftables.ts';
+export * from './capture-traffic.ts';
 export * from './cgroup.ts';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import * as h from '../harness/index.ts';
 import { fuzzCase, TRAFFIC_ANNOTATION_KEYS, type FuzzCase, type PodRule } from './generators.ts';
-import { classify, FULL_RULE_SET, installFullRuleSet, ourState, POD_RULE_MARKER, processProblems, resetNat, specErrorProblems, tableRecords, type NetnsState } from './oracle.ts';
+import { classify, FULL_NFT_RULE_SET, FULL_RULE_SET, installFullRuleSet, NOTHING, ourState, POD_RULE_MARKER, processProblems, resetNat, specErrorProblems, tableRecords, type NetnsState } from './oracle.ts';
 
 export interface CampaignOptions {
   /** How many invocations in all. */
@@ -156,9 +156,12 @@ async function runCase(c: FuzzCase, env: Env, worker: h.Netns): Promise<{ proble
   // Workers end every case reset, so the state before is known without reading it.
   const backend = backendOf(c);
   if (c.preinstalled) await installFullRuleSet(worker, backend);
-  const podRulesBefore = c.podRules.length > 0 ? await addPodRules(worker, backend, c.podRules) : [];
-  const before: NetnsState = { nft: [], legacy: [] };
-  if (c.preinstalled) before[backend] = FULL_RULE_SET;
+  // A pod's own rules are iptables rules (iptables-nft's under native nftables, whose DEL must leave
+  // them as much as the tables of anyone else).
+  const podBackend = backend === 'nftables' ? 'nft' : backend;
+  const podRulesBefore = c.podRules.length > 0 ? await addPodRules(worker, podBackend, c.podRules) : [];
+  const before: NetnsState = { ...NOTHING };
+  if (c.preinstalled) before[backend] = backend === 'nftables' ? FULL_NFT_RULE_SET : FULL_RULE_SET;
   const t0 = performance.now();
   const result = await h.run(h.nsenterArgv(env.node, [h.DEFAULT_ISTIO_CNI_BIN]), { env: vars, input: stdin, timeoutMs: 40_000 });
   if (process.env.FUZZ_SLOW && performance.now() - t0 > Number(process.env.FUZZ_SLOW)) process.stderr.write(`slow ${Math.round(performance.now() - t0)} ms: ${describeCase(c, stdin, vars).slice(0, 600)}\nstdout ${result.stdout.slice(0, 300)}\n`);
@@ -166,13 +169,13 @@ async function runCase(c: FuzzCase, env: Env, worker: h.Netns): Promise<{ proble
   const after = await ourState(worker);
   const problems = [...processProblems(result), ...outputProblems(c, result), ...netnsProblems(c, backend, result, before, after)];
   if (c.podRules.length > 0) {
-    const podRulesAfter = await podRecords(worker, backend);
+    const podRulesAfter = await podRecords(worker, podBackend);
     if (JSON.stringify(podRulesAfter) !== JSON.stringify(podRulesBefore)) {
       problems.push(`the pod's own rules changed:\nbefore ${JSON.stringify(podRulesBefore)}\nafter ${JSON.stringify(podRulesAfter)}`);
     }
-    await resetNat(worker, backend, 'filter');
+    await resetNat(worker, podBackend, 'filter');
   }
-  for (const b of ['nft', 'legacy'] as const) if (after[b].length > 0 || (b === backend && c.podRules.length > 0)) await resetNat(worker, b);
+  for (const b of BACKENDS) if (after[b].length > 0 || (b === podBackend && c.podRules.length > 0)) await resetNat(worker, b);
   const outcome = result.code === 0 ? 'ok' : String((JSON.parse(result.stdout.split('\n')[0] || 'null') as { code?: number } | null)?.code ?? `exit ${result.code}`);
   return { problems: problems.map((p) => `${p}\n${describeCase(c, stdin, vars)}\nstdout ${result.stdout.slice(0, 500)}\nstderr ${result.stderr.slice(0, 500)}`), outcome };
 }
@@ -196,16 +199,21 @@ function outputProblems(c: FuzzCase, result: h.RunResult): string[] {
   return stdout === '' ? [] : [`${c.command} succeeded but printed ${stdout.slice(0, 300)}`];
 }
 
+const BACKENDS = ['nft', 'legacy', 'nftables'] as const;
+
 /** The backend the plugin will use for this case ("auto" is nft on these machines). */
-function backendOf(c: FuzzCase): 'nft' | 'legacy' {
-  return 'doc' in c.stdin && (c.stdin.doc as Record<string, unknown>).iptables_backend === 'legacy' ? 'legacy' : 'nft';
+function backendOf(c: FuzzCase): h.CaptureBackend {
+  const chosen = 'doc' in c.stdin ? (c.stdin.doc as Record<string, unknown>).iptables_backend : undefined;
+  return chosen === 'legacy' || chosen === 'nftables' ? chosen : 'nft';
 }
 
-function netnsProblems(c: FuzzCase, backend: 'nft' | 'legacy', result: h.RunResult, before: NetnsState, after: NetnsState): string[] {
+function netnsProblems(c: FuzzCase, backend: h.CaptureBackend, result: h.RunResult, before: NetnsState, after: NetnsState): string[] {
   const problems: string[] = [];
   const structural = TRAFFIC_ANNOTATION_KEYS.some((k) => k in c.pod.annotations);
-  for (const backend of ['nft', 'legacy'] as const) {
-    const state = classify(after[backend], structural);
+  for (const backend of BACKENDS) {
+    // Our nftables tables hold both families: a pod whose prevResult has an IPv6 address gets more
+    // rules there than the seed's, where iptables' nat listing shows IPv4's only.
+    const state = classify(after[backend], structural || backend === 'nftables');
     if (state === 'partial') problems.push(`${backend}: netns holds part of a rule set:\n${after[backend].join('\n')}`);
   }
   if (result.code !== 0 && JSON.stringify(before) !== JSON.stringify(after)) {
@@ -236,7 +244,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignReport
         opts.progress?.(done);
         const node = await ourState(env.node);
         const problems = results.flatMap((r) => r.problems);
-        if (node.nft.length + node.legacy.length > 0) problems.push(`the plugin's own netns got rules: ${JSON.stringify(node)}`);
+        if (node.nft.length + node.legacy.length + node.nftables.length > 0) problems.push(`the plugin's own netns got rules: ${JSON.stringify(node)}`);
         if (problems.length > 0) throw new Error(problems.join('\n---\n'));
       }),
       { numRuns: Math.ceil(opts.runs / concurrency), seed, endOnFailure: true },

@@ -79,6 +79,51 @@ export async function replaceXtables(ns: MountNs, backend: 'nft' | 'legacy', res
   await ns.mount(['--bind', stub, multi]);
 }
 
+/** One run of the nft stand-in: its arguments and, for `-f -`, the script it was given. */
+export interface NftCall {
+  args: string[];
+  script?: string;
+}
+
+/**
+ * A stand-in for /usr/sbin/nft that records every call in <dir>/nft-calls.jsonl and runs a copy of the
+ * real nft, except that the first `failTransactions` `nft -f` calls fail with `failWith` on stderr
+ * (nothing applied). `calls()` reads the record.
+ */
+export async function recordNft(ns: MountNs, opts: { failTransactions?: number; failWith?: string } = {}): Promise<() => NftCall[]> {
+  const real = join(ns.dir, 'real-nft');
+  await h.runOk(['/usr/bin/cp', '/usr/sbin/nft', real]);
+  const record = join(ns.dir, 'nft-calls.jsonl');
+  const stub = join(ns.dir, 'fake-nft');
+  writeFileSync(stub, [
+    '#!/usr/bin/python3',
+    'import json, subprocess, sys',
+    'args = sys.argv[1:]',
+    "script = sys.stdin.read() if args[:2] == ['-f', '-'] else None",
+    `with open(${JSON.stringify(record)}, 'a') as f: f.write(json.dumps({'args': args, **({'script': script} if script is not None else {})}) + '\\n')`,
+    `with open(${JSON.stringify(record)}) as f: transactions = sum(1 for line in f if '"script"' in line)`,
+    `if script is not None and transactions <= ${opts.failTransactions ?? 0}:`,
+    `    sys.stderr.write(${JSON.stringify(opts.failWith ?? 'Error: stand-in failure\n')})`,
+    '    sys.exit(1)',
+    `done = subprocess.run([${JSON.stringify(real)}, *args], input=(script or '').encode())`,
+    'sys.exit(done.returncode)',
+    '',
+  ].join('\n'));
+  chmodSync(stub, 0o755);
+  await ns.mount(['--bind', stub, '/usr/sbin/nft']);
+  return () => (existsSync(record) ? readFileSync(record, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as NftCall) : []);
+}
+
+/** Makes every iptables program (both xtables backends) fail and leave <dir>/xtables-ran: a test can tell none ran. */
+export async function forbidXtables(ns: MountNs): Promise<string> {
+  const marker = join(ns.dir, 'xtables-ran');
+  const stub = join(ns.dir, 'no-xtables');
+  writeFileSync(stub, ['#!/usr/bin/python3', 'import sys', `open(${JSON.stringify(marker)}, 'a').write(' '.join(sys.argv) + '\\n')`, 'sys.exit(1)', ''].join('\n'));
+  chmodSync(stub, 0o755);
+  for (const backend of ['nft', 'legacy']) await ns.mount(['--bind', stub, `/usr/sbin/xtables-${backend}-multi`]);
+  return marker;
+}
+
 const RECORD_SEPARATOR = '\n#-- end of one restore --\n';
 
 /** Each restore's input, as recorded by replaceXtables(..., { record: true }). */

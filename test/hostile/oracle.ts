@@ -58,7 +58,11 @@ export function processProblems(result: h.RunResult): string[] {
   return problems;
 }
 
-export type NetnsState = { nft: string[]; legacy: string[] };
+/** The default rule set as native nftables lists it (`nft list ruleset`, counts left out). */
+export const FULL_NFT_RULE_SET = h.seedRules('nftables');
+
+export type NetnsState = { nft: string[]; legacy: string[]; nftables: string[] };
+export const NOTHING: NetnsState = { nft: [], legacy: [], nftables: [] };
 
 /** Marks the rules a fuzz case's pod added itself (in a comment): they are the pod's, never ours. */
 export const POD_RULE_MARKER = 'icni-pod';
@@ -88,28 +92,63 @@ export async function tableRecords(ns: h.NetnsRef, backend: 'nft' | 'legacy', ta
   return records;
 }
 
-/** Our lines (chains and rules naming ISTIO_, but not a pod's own) in the nat table of each backend. */
+/** Our lines (chains and rules naming ISTIO_, but not a pod's own) in the nat table of each iptables backend, and our nftables tables as listed. */
 export async function ourState(ns: h.NetnsRef): Promise<NetnsState> {
   const ours = (records: string[]) => records.filter((r) => r.includes('ISTIO_') && !r.includes(POD_RULE_MARKER));
-  const [nft, legacy] = await Promise.all([tableRecords(ns, 'nft'), tableRecords(ns, 'legacy')]);
-  return { nft: ours(nft), legacy: ours(legacy) };
+  const [nft, legacy, nftables] = await Promise.all([tableRecords(ns, 'nft'), tableRecords(ns, 'legacy'), h.ourNftTables(ns)]);
+  return { nft: ours(nft), legacy: ours(legacy), nftables };
 }
 
 /**
- * "full" is today's default rule set, line for line and in order. A pod with traffic annotations may
- * get another rule set once the plugin reads them: `structural` then accepts any complete one.
+ * "full" is today's default rule set, line for line and in order (iptables' lines, or our nftables
+ * tables). A pod with traffic annotations may get another rule set once the plugin reads them:
+ * `structural` then accepts any complete one.
  */
 export function classify(lines: string[], structural = false): 'empty' | 'full' | 'partial' {
   if (lines.length === 0) return 'empty';
-  if (lines.join('\n') === FULL_RULE_SET.join('\n')) return 'full';
-  if (structural && isCompleteRuleSet(lines)) return 'full';
+  const tables = lines[0]!.startsWith('table ');
+  if (lines.join('\n') === (tables ? FULL_NFT_RULE_SET : FULL_RULE_SET).join('\n')) return 'full';
+  if (structural && (tables ? isCompleteTables(lines) : isCompleteRuleSet(lines))) return 'full';
   return 'partial';
+}
+
+/**
+ * Our nftables tables as some annotations could give them: each table has its hooked chains first,
+ * every chain is declared once, every jump lands on a chain of the same table, every other chain is
+ * jumped to and has rules, and no hooked chain jumps twice to the same chain (but for the jumps of VM
+ * interfaces, one per interface named: `iifname`).
+ */
+function isCompleteTables(lines: string[]): boolean {
+  const tables: { chains: Map<string, { hooked: boolean; rules: string[] }> }[] = [];
+  let chain: { hooked: boolean; rules: string[] } | undefined;
+  for (const line of lines) {
+    if (line.startsWith('table ')) tables.push({ chains: new Map() });
+    else if (line.startsWith('chain ')) {
+      const name = line.slice(6, -2);
+      if (tables.at(-1)!.chains.has(name)) return false;
+      chain = { hooked: false, rules: [] };
+      tables.at(-1)!.chains.set(name, chain);
+    } else if (line === '}') chain = undefined;
+    else if (chain && line.startsWith('type ')) chain.hooked = true;
+    else if (chain) chain.rules.push(line);
+  }
+  return tables.length > 0 && tables.every(({ chains }) => {
+    const jumps = [...chains].flatMap(([from, c]) => c.rules.map((r) => ({ from, hooked: c.hooked, to: / (?:jump|goto) ([a-z-]+)$/.exec(r)?.[1], perInterface: r.includes('iifname ') })));
+    const fromHooked = jumps.filter((j) => j.hooked && j.to && !j.perInterface).map((j) => `${j.from}>${j.to}`);
+    return (
+      [...chains.values()].some((c) => c.hooked) &&
+      jumps.every((j) => j.to === undefined || (chains.has(j.to) && !chains.get(j.to)!.hooked)) &&
+      [...chains].every(([name, c]) => c.hooked || (c.rules.length > 0 && jumps.some((j) => j.to === name))) &&
+      new Set(fromHooked).size === fromHooked.length
+    );
+  });
 }
 
 /**
  * A rule set some annotations could give: at least one chain of ours, declared once, every chain a rule
  * jumps to exists, every chain we declared has rules and is reached (from a built-in chain or another of ours),
- * and at most one jump from each built-in chain into each of ours. A half-applied restore breaks one of these.
+ * and at most one jump from each built-in chain into each of ours (but for the jumps of VM interfaces, one per
+ * interface named, `-i`, itself kept twice when listed twice). A half-applied restore breaks one of these.
  */
 function isCompleteRuleSet(lines: string[]): boolean {
   const declared = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
@@ -129,12 +168,22 @@ function isCompleteRuleSet(lines: string[]): boolean {
   );
 }
 
-/** Empties a table (nat unless told) of a backend: a restore without --noflush; the test's own netns only. */
-export async function resetNat(ns: h.Netns, backend: 'nft' | 'legacy', table: 'nat' | 'filter' = 'nat'): Promise<void> {
+/**
+ * Empties a table (nat unless told) of an iptables backend (a restore without --noflush), or deletes
+ * our nftables tables; the test's own netns only.
+ */
+export async function resetNat(ns: h.Netns, backend: h.CaptureBackend, table: 'nat' | 'filter' = 'nat'): Promise<void> {
   if (!h.isOwnedNetns(ns)) throw new Error(`refusing to reset ${ns.name}: not a netns this process made`);
+  if (backend === 'nftables') {
+    await h.execInNetnsOk(ns, [h.NFT, '-f', '-'], { input: h.NFT_TABLES.map((t) => `add table inet ${t}\ndelete table inet ${t}\n`).join('') });
+    return;
+  }
   await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '-w', '10'], { input: `*${table}\nCOMMIT\n` });
 }
 
-export async function installFullRuleSet(ns: h.Netns, backend: 'nft' | 'legacy' = 'nft'): Promise<void> {
-  await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '--noflush', '-w', '10'], { input: FULL_RULE_SET_RESTORE });
+/** The default rule set, as an earlier ADD on this backend left it. */
+export async function installFullRuleSet(ns: h.Netns, backend: h.CaptureBackend = 'nft'): Promise<void> {
+  // nft reads back what it lists: the listing of the seed tables is their script too.
+  if (backend === 'nftables') await h.execInNetnsOk(ns, [h.NFT, '-f', '-'], { input: `${FULL_NFT_RULE_SET.join('\n')}\n` });
+  else await h.execInNetnsOk(ns, [`/usr/sbin/iptables-${backend}-restore`, '--noflush', '-w', '10'], { input: FULL_RULE_SET_RESTORE });
 }

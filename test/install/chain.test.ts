@@ -12,11 +12,12 @@ import { entryIsLast, makeFakeNode, startInstaller, stopInstaller, types } from 
 
 afterAll(h.cleanupAll);
 
+/** ISTIO_CNI_TEST_BACKEND=nftables runs this with native nftables (default iptables-nft). */
+const BACKEND = h.captureBackend();
 const PLAIN = { pod: 'plain-0', namespace: 'default' };
-const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
 const WEB = { pod: 'web-0', namespace: 'default' };
 
-it('an injected pod gets its rules through the installed conflist, executable and kubeconfig', async () => {
+it(`an injected pod gets its rules through the installed conflist, executable and kubeconfig (capture on ${BACKEND})`, async () => {
   const topo = await h.makeTopology({ tag: 'install' });
   const api = await h.startFakeKubeApi({ pods: [h.injectedPod(WEB.pod, WEB.namespace)] });
   await api.exposeIn(topo.node);
@@ -28,7 +29,7 @@ it('an injected pod gets its rules through the installed conflist, executable an
   node.env.CNI_NETWORK_CONFIG = JSON.stringify({
     type: 'istio-cni',
     log_file: join(node.root, 'istio-cni.log'),
-    iptables_backend: 'nft',
+    iptables_backend: BACKEND,
     kubernetes: { kubeconfig: '__KUBECONFIG_FILEPATH__' },
   });
   const main = h.writeConflist({ dir: node.netDir, netName: 'k8s-pod-network', withIstio: false, fileName: '10-ptp.conflist' });
@@ -48,7 +49,7 @@ it('an injected pod gets its rules through the installed conflist, executable an
   };
   const add = await h.runCni('add', cni);
   assert.equal(add.code, 0, add.stderr + add.stdout);
-  assert.deepEqual(await h.iptablesS(topo.pod, 'nft'), SEED);
+  assert.deepEqual(await h.natRules(topo.pod, BACKEND), h.seedRules(BACKEND));
   assert.equal(api.podRequests(WEB.namespace, WEB.pod)[0]?.auth, 'token', 'the pod was looked up with the installed kubeconfig');
 
   const del = await h.runCni('del', cni);

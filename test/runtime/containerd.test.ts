@@ -13,7 +13,9 @@ import { freeHostSubnet, hostLocalLeases, hostRoutesIn, restoreIpForwardAtCleanu
 
 afterAll(h.cleanupAll);
 
-const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
+/** ISTIO_CNI_TEST_BACKEND=nftables runs these with native nftables (default iptables-nft). */
+const BACKEND = h.captureBackend();
+const SEED = h.seedRules(BACKEND);
 const BURST = 20;
 
 interface LogLine {
@@ -26,9 +28,7 @@ interface LogLine {
   msg: string;
 }
 
-const ours = (lines: string[]) => lines.filter((l) => l.includes('ISTIO_'));
-
-describe('under containerd 1.6 (CRI)', () => {
+describe(`under containerd 1.6 (CRI), capture on ${BACKEND}`, () => {
   let api: h.FakeKubeApi;
   let conf: h.WrittenConflist;
   let subnet: string;
@@ -64,7 +64,7 @@ describe('under containerd 1.6 (CRI)', () => {
       fileName: '10-icni-containerd.conflist',
       subnet,
       kubeconfig: api.writeKubeconfig(undefined, { auth: 'token', caMode: 'data' }),
-      iptablesBackend: 'nft',
+      iptablesBackend: BACKEND,
     });
     ctd = await startContainerd({ cniBinDir: h.makeCniPath(), cniConfDir: conf.confDir, podSubnet: subnet });
   });
@@ -73,7 +73,7 @@ describe('under containerd 1.6 (CRI)', () => {
     const sb = await run('web-0');
     assert.equal(sb.status.status.state, 'SANDBOX_READY');
     assert.ok(sb.ip.startsWith(subnet.replace(/0\/24$/, '')), `pod IP ${sb.ip} in ${subnet}`);
-    assert.deepEqual(await h.iptablesS(sb.netns, 'nft'), SEED);
+    assert.deepEqual(await h.natRules(sb.netns, BACKEND), SEED);
 
     const [add] = pluginLog(sb.id);
     assert.deepEqual({ verb: add?.verb, netns: add?.netns, pod: add?.pod, decision: add?.decision }, {
@@ -95,13 +95,13 @@ describe('under containerd 1.6 (CRI)', () => {
   it('leaves a pod without a sidecar alone', async () => {
     const sb = await run('plain-0');
     assert.equal(sb.status.status.state, 'SANDBOX_READY');
-    assert.deepEqual(ours(await h.iptablesS(sb.netns, 'nft')), []);
+    assert.deepEqual(await h.ownedRules(sb.netns, BACKEND), []);
     assert.deepEqual(pluginLog(sb.id).map((l) => [l.verb, l.decision]), [['ADD', 'pass']]);
   });
 
   it('Stop and Remove succeed and leave no netns, route, lease or chain behind', async () => {
     const sb = await run('web-1');
-    assert.deepEqual(await h.iptablesS(sb.netns, 'nft'), SEED);
+    assert.deepEqual(await h.natRules(sb.netns, BACKEND), SEED);
     await ctd.cri.stopPodSandbox(sb.id);
     assert.equal(existsSync(sb.netns.path), false, 'StopPodSandbox removes the pod netns');
     await ctd.cri.removePodSandbox(sb.id);
@@ -121,7 +121,7 @@ describe('under containerd 1.6 (CRI)', () => {
     const names = Array.from({ length: BURST }, (_, i) => `burst-${i}`);
     const sandboxes: Sandbox[] = await Promise.all(names.map(run));
     for (const sb of sandboxes) {
-      assert.deepEqual(await h.iptablesS(sb.netns, 'nft'), SEED, `rules of ${sb.pod.name}`);
+      assert.deepEqual(await h.natRules(sb.netns, BACKEND), SEED, `rules of ${sb.pod.name}`);
       assert.equal(pluginLog(sb.id)[0]?.decision, 'redirect', `log of ${sb.pod.name}`);
     }
     assert.equal(new Set(sandboxes.map((s) => s.ip)).size, BURST);
@@ -136,7 +136,7 @@ describe('under containerd 1.6 (CRI)', () => {
     writeFileSync(single, JSON.stringify({ cniVersion: conf.conflist.cniVersion, name: conf.netName, ...primary }));
     try {
       const shadowed = await run('web-1');
-      assert.deepEqual(ours(await h.iptablesS(shadowed.netns, 'nft')), [], 'the .conf was the network in force: no istio-cni in its chain');
+      assert.deepEqual(await h.ownedRules(shadowed.netns, BACKEND), [], 'the .conf was the network in force: no istio-cni in its chain');
       assert.deepEqual(pluginLog(shadowed.id), []);
       await ctd.removePod(shadowed.id);
 
@@ -150,7 +150,7 @@ describe('under containerd 1.6 (CRI)', () => {
       assert.deepEqual(chained.plugins.map((p) => p.type), ['ptp', 'istio-cni']);
 
       const captured = await run('web-1');
-      assert.deepEqual(await h.iptablesS(captured.netns, 'nft'), SEED, 'containerd runs the chained list');
+      assert.deepEqual(await h.natRules(captured.netns, BACKEND), SEED, 'containerd runs the chained list');
       await ctd.removePod(captured.id);
     } finally {
       rmSync(single, { force: true });

@@ -84,6 +84,12 @@ describe('config', () => {
     assert.equal(config.kubeconfigPath, '/var/run/istio-cni/istio-cni-kubeconfig');
     assert.deepEqual([...config.excludeNamespaces], ['a']);
     assert.equal(config.logLevel, 'silent');
+    const nftables = (doc: object) => parseConfig(JSON.stringify({ cniVersion: '1.0.0', ...doc })).iptablesBackend;
+    assert.equal(nftables({ native_nftables: true }), 'nftables');
+    assert.equal(nftables({ native_nftables: true, iptables_backend: 'legacy' }), 'nftables');
+    assert.equal(nftables({ native_nftables: false, iptables_backend: 'legacy' }), 'legacy');
+    assert.equal(nftables({ iptables_backend: 'nftables' }), 'nftables');
+    assert.equal(nftables({}), 'auto');
   });
   it('maps each kind of bad input to its SPEC code', () => {
     assert.equal(codeOf(() => parseConfig('{"cniVersion":')), 6);
@@ -92,6 +98,7 @@ describe('config', () => {
     assert.equal(codeOf(() => parseConfig('{}')), 1);
     assert.equal(codeOf(() => parseConfig('{"cniVersion":"1.0.0","log_file":"relative.log"}')), 7);
     assert.equal(codeOf(() => parseConfig('{"cniVersion":"1.0.0","iptables_backend":"ebpf"}')), 7);
+    assert.equal(codeOf(() => parseConfig('{"cniVersion":"1.0.0","native_nftables":"yes"}')), 7);
   });
 });
 

@@ -5,17 +5,14 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'vitest';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../harness/conflist.ts';
+import { BUN_RUNTIME, REPO_ROOT } from '../harness/conflist.ts';
 import { parseResponse, type GetRequest } from '../../src/kube/http1.ts';
 
-/** The Bun the executable is compiled with (build/bun-runtime): get() uses Bun's sockets. */
-const BUN = join(REPO_ROOT, 'build', 'bun-runtime', 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
-
-/** get(request) run under that Bun, as the executable runs it. */
+/** get(request) run under the Bun the executable is compiled with (get() uses Bun's sockets). */
 async function getUnderBun(request: GetRequest): Promise<unknown> {
   const script = `import { get } from ${JSON.stringify(join(REPO_ROOT, 'src', 'kube', 'http1.ts'))};
 process.stdout.write(JSON.stringify(await get(${JSON.stringify(request)})));`;
-  const { stdout } = await promisify(execFile)(BUN, ['-e', script], { env: { PATH: process.env.PATH } });
+  const { stdout } = await promisify(execFile)(BUN_RUNTIME, ['-e', script], { env: { PATH: process.env.PATH } });
   return JSON.parse(stdout);
 }
 

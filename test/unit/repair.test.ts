@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'vitest';
-import { readFlags, UsageError } from '../../src/flags.ts';
+import { readCommandLine, readFlags, UsageError } from '../../src/flags.ts';
 import { startedUncaptured, WatchedPod } from '../../src/repair/pod.ts';
 
 type State = { terminated?: { exitCode: number }; waiting?: object; running?: object };
@@ -50,5 +50,10 @@ describe('subcommand flags', () => {
     assert.throws(() => readFlags(['--ipv6=yes'], kinds), /takes no value/);
     assert.throws(() => readFlags(['--timeout'], kinds), /needs a value/);
     assert.throws(() => readFlags(['now'], kinds), /unexpected argument "now"/);
+  });
+  it('keeps the words that are neither a flag nor its value, wherever they stand (explain\'s manifest)', () => {
+    assert.deepEqual(readCommandLine(['--timeout', '2', 'pod.yaml', '--ipv6'], kinds), { flags: { timeout: '2', ipv6: true }, operands: ['pod.yaml'] });
+    assert.deepEqual(readCommandLine(['a', 'b'], kinds), { flags: {}, operands: ['a', 'b'] });
+    assert.throws(() => readCommandLine(['-x', 'pod.yaml'], kinds), /unexpected argument "-x"/);
   });
 });

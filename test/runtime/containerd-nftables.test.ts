@@ -1,0 +1,4 @@
+// The containerd tests once more with native nftables capture: the test run's matrix entry for
+// ISTIO_CNI_TEST_BACKEND=nftables (see test/harness/nftables.ts).
+process.env.ISTIO_CNI_TEST_BACKEND = 'nftables';
+await import('./containerd.test.ts');
