@@ -21,7 +21,9 @@ import { PROXY_IMAGE } from '../harness/cluster-images.ts';
 import { kubeInject, makeMeshNamespace } from '../harness/istio-inject.ts';
 import { startupRaceScenarios } from './race.ts';
 
-const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
+/** ISTIO_CNI_TEST_BACKEND=nftables installs the chart with iptablesBackend=nftables (default: the node's iptables, nft). */
+const BACKEND = h.captureBackend();
+const SEED = h.seedRules(BACKEND);
 const NS = 'icni-test';
 const WEB = readFileSync(join(h.REPO_ROOT, 'cluster', 'examples', 'web.yaml'), 'utf8');
 const KUBECONFIG = join(c.paths.cniNet, 'ZZZ-istio-cni-kubeconfig');
@@ -59,7 +61,6 @@ function differences(a: unknown, b: unknown, path = ''): string[] {
 }
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
-const ours = (rules: string[]) => rules.filter((r) => r.includes('ISTIO_'));
 
 /** A pod of the stand-in's application, with nothing of Istio's. */
 const plainPod = (name: string, namespace: string) => JSON.stringify({
@@ -156,7 +157,8 @@ describe('on a real one-node cluster', { sequential: true }, () => {
       '[3].spec.template.spec.volumes[0].hostPath.path: "/opt/cni/bin" -> "/var/lib/icni-cluster/cni/bin"',
       '[3].spec.template.spec.volumes[1].hostPath.path: "/etc/cni/net.d" -> "/var/lib/icni-cluster/cni/net.d"',
       '[3].spec.template.spec.volumes[2].hostPath.path: "/var/run/istio-cni" -> "/var/lib/icni-cluster/pod-cache"',
-    ]);
+      ...(BACKEND === 'nftables' ? ['[2].data.cni_network_config.iptables_backend: "auto" -> "nftables"'] : []),
+    ].sort());
   });
 
   it('1. up: the DaemonSet is Ready, our entry is last in the node\'s conflist, once, and the kubeconfig is 0600 with the pod\'s projected token', async () => {
@@ -215,7 +217,7 @@ describe('on a real one-node cluster', { sequential: true }, () => {
 
       const sandbox = await c.podSandbox(pod.metadata.uid);
       sandboxes.push(sandbox);
-      assert.deepEqual(await h.iptablesS(sandbox.netns, 'nft'), SEED);
+      assert.deepEqual(await h.natRules(sandbox.netns, BACKEND), SEED);
       assert.ok(await h.iptablesIsEmpty(sandbox.netns, 'legacy'), 'nothing in the other backend');
       const add = c.pluginLog().find((l) => l.verb === 'ADD' && l.containerId === sandbox.id);
       assert.equal(add?.decision, 'redirect', JSON.stringify(add));
@@ -257,9 +259,7 @@ describe('on a real one-node cluster', { sequential: true }, () => {
       const pod = await getPod(namespace, name);
       const sandbox = await c.podSandbox(pod.metadata.uid);
       sandboxes.push(sandbox);
-      for (const backend of ['nft', 'legacy'] as const) {
-        for (const table of ['nat', 'mangle']) assert.deepEqual(ours(await h.iptablesS(sandbox.netns, backend, table)), [], `${namespace}/${name} ${backend} ${table}`);
-      }
+      for (const backend of ['nft', 'legacy', 'nftables'] as const) assert.deepEqual(await h.ownedRules(sandbox.netns, backend), [], `${namespace}/${name} ${backend}`);
       const add = c.pluginLog().find((l) => l.verb === 'ADD' && l.containerId === sandbox.id);
       assert.equal(add?.decision, 'pass', JSON.stringify(add));
       assert.match(add?.reason ?? '', reasons[namespace]!);
@@ -313,10 +313,10 @@ describe('on a real one-node cluster', { sequential: true }, () => {
     await h.runOk(['/usr/bin/mount', '--bind', sandbox.netns, keep]);
     const unmount = h.registerCleanup(`umount ${keep}`, () => void spawnSync('/usr/bin/umount', [keep]));
     try {
-      assert.deepEqual(await h.iptablesS(keep, 'nft'), SEED);
+      assert.deepEqual(await h.natRules(keep, BACKEND), SEED);
       await c.kubectl(['-n', NS, 'delete', 'pod', pod.metadata.name, '--wait=true', '--timeout=60s'], { timeoutMs: 70_000 });
       await c.waitUntil(`${sandbox.netns} removed`, async () => !existsSync(sandbox.netns), 60_000);
-      assert.deepEqual(ours(await h.iptablesS(keep, 'nft')), [], 'no ISTIO chain or jump left');
+      assert.deepEqual(await h.ownedRules(keep, BACKEND), [], 'nothing of ours left');
       const del = c.pluginLog().filter((l) => l.verb === 'DEL' && l.containerId === sandbox.id);
       assert.ok(del.length >= 1 && del.every((l) => l.msg === 'DEL ok'), JSON.stringify(del));
     } finally {

@@ -26,7 +26,8 @@ import { importUpgradeImage, UPGRADE_IMAGE, upgradeVersion } from '../harness/cl
 import { captureVerdict, PodWatch, reportingDeployment, type PodRecord } from '../harness/cluster-watch.ts';
 import { kubeInject, makeMeshNamespace } from '../harness/istio-inject.ts';
 
-const SEED = readFileSync(new URL('../fixtures/seed-nat-S.txt', import.meta.url), 'utf8').trim().split('\n');
+const BACKEND = h.captureBackend();
+const SEED = h.seedRules(BACKEND);
 const NS = 'icni-race';
 const TAINT_KEY = 'cni.istio.io/not-ready';
 const UNINITIALIZED = 'cni.istio.io/uninitialized';
@@ -188,7 +189,7 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
       for (const pod of pods) {
         const sandbox = await c.podSandbox(pod.metadata.uid);
         sandboxes.push(sandbox);
-        assert.deepEqual(await h.iptablesS(sandbox.netns, 'nft'), SEED, pod.metadata.name);
+        assert.deepEqual(await h.natRules(sandbox.netns, BACKEND), SEED, pod.metadata.name);
         assert.ok(await h.iptablesIsEmpty(sandbox.netns, 'legacy'), `${pod.metadata.name}: nothing on legacy`);
       }
     };
@@ -374,7 +375,7 @@ export function startupRaceScenarios(sandboxes: SandboxRef[]): void {
       for (const pod of existing) {
         const sandbox = await c.podSandbox(pod.metadata.uid);
         assert.equal(sandbox.id, before.get(pod.metadata.uid), `${pod.metadata.name}: the same sandbox`);
-        assert.deepEqual(await h.iptablesS(sandbox.netns, 'nft'), SEED, pod.metadata.name);
+        assert.deepEqual(await h.natRules(sandbox.netns, BACKEND), SEED, pod.metadata.name);
         // The whole chain's CHECK as containerd would call it: libcni with containerd's cached result.
         const check = await h.runCni('check', {
           netName: c.PRIMARY_NETWORK, netnsPath: sandbox.netns, hostNetns: `/proc/${process.pid}/ns/net`, confDir: c.paths.cniNet, cniPath: c.paths.cniBin,

@@ -19,6 +19,7 @@ import { DEBIAN_CNI_DIR, REPO_ROOT } from './conflist.ts';
 import { CONTAINERD, containerdConfigToml } from './containerd.ts';
 import { criClient, removeAllSandboxes, type CriClient } from './cri.ts';
 import { minimalEnv, run, sleep, type RunResult } from './proc.ts';
+import { captureBackend } from './nftables.ts';
 
 export const CLUSTER_DIR = '/var/lib/icni-cluster';
 export const NODE_NAME = 'icni-node';
@@ -606,7 +607,9 @@ export async function installDaemonSet(values: readonly string[] = []): Promise<
 
 /** `helm upgrade --install` of the chart with cluster/values.yaml and `values`, not waiting for the rollout. */
 export async function upgradeRelease(values: readonly string[]): Promise<void> {
-  await helm(['upgrade', '--install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES, ...values.flatMap((v) => ['--set', v])]);
+  // ISTIO_CNI_TEST_BACKEND=nftables: the cluster's pods captured with native nftables.
+  const backend = captureBackend() === 'nftables' ? ['iptablesBackend=nftables'] : [];
+  await helm(['upgrade', '--install', RELEASE, CHART_DIR, '--namespace', 'kube-system', '--values', CLUSTER_VALUES, ...[...backend, ...values].flatMap((v) => ['--set', v])]);
 }
 
 /** The DaemonSet's pods, by the chart's label. */
