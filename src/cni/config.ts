@@ -83,6 +83,7 @@ export const PluginConfig = z
     pod_lookup_timeout_ms: Milliseconds.default(3_000),
     pod_lookup_budget_ms: Milliseconds.default(10_000),
     pod_lookup_not_found_ms: Milliseconds.default(2_000),
+    pod_lookup_denied_ms: Milliseconds.default(5_000),
     /** `istio-cni install`'s node-local pod cache; absent: every lookup goes to the API server. */
     pod_cache_socket: AbsolutePath.optional(),
     pod_cache_timeout_ms: Milliseconds.default(500),
@@ -116,6 +117,7 @@ export const PluginConfig = z
       attemptTimeoutMs: raw.pod_lookup_timeout_ms,
       budgetMs: raw.pod_lookup_budget_ms,
       notFoundMs: raw.pod_lookup_not_found_ms,
+      deniedMs: raw.pod_lookup_denied_ms,
     },
     podCache: raw.pod_cache_socket === undefined ? undefined : { socketPath: raw.pod_cache_socket, timeoutMs: raw.pod_cache_timeout_ms },
     runtimeAnnotations: raw.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],

@@ -15,7 +15,7 @@ const MIN_ATTEMPT_MS = 50;
  * GET /api/v1/namespaces/{ns}/pods/{name}, retried inside the policy's budget. Every way out is a pod
  * or an error: a pod whose capture cannot be decided must not start uncaptured. A spent budget is
  * error 11 (the runtime tries the sandbox again later); an answer that retrying cannot change
- * (401, 403, a pod that stays missing, an untrusted certificate) is error 101.
+ * (a 404, 401 or 403 that stays for its whole window, an untrusted certificate) is error 101.
  */
 export async function getPod(conn: KubeConnection, namespace: string, name: string, policy: LookupPolicy): Promise<{ pod: Pod; attempts: number }> {
   const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
@@ -24,6 +24,7 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
   const started = monotonicMs();
   const deadline = started + policy.budgetMs;
   let firstNotFoundAt = Infinity;
+  let firstDeniedAt = Infinity;
   /** Each distinct failure and how often: the last attempt, cut short by the budget, may not be the telling one. */
   const failures = new Map<string, number>();
   for (let attempt = 1; ; attempt += 1) {
@@ -34,16 +35,21 @@ export async function getPod(conn: KubeConnection, namespace: string, name: stri
     failures.set(step.reason, (failures.get(step.reason) ?? 0) + 1);
 
     const now = monotonicMs();
-    const notFound = result.kind === 'answer' && result.status === 404;
+    const status = result.kind === 'answer' ? result.status : 0;
+    const notFound = status === 404;
+    const denied = status === 401 || status === 403;
     if (notFound) firstNotFoundAt = Math.min(firstNotFoundAt, now);
-    const giveUpAt = notFound ? Math.min(deadline, firstNotFoundAt + policy.notFoundMs) : deadline;
+    if (denied) firstDeniedAt = Math.min(firstDeniedAt, now);
+    // These answers may change in a moment; one that stays for its whole window is the answer.
+    const windowEnd = notFound ? firstNotFoundAt + policy.notFoundMs : denied ? firstDeniedAt + policy.deniedMs : Infinity;
+    const giveUpAt = Math.min(deadline, windowEnd);
     // Retry-After is a floor: never sooner than the server asked, never sooner than the backoff.
     const asked = result.kind === 'answer' ? retryAfterMs(result.retryAfter, Date.now()) : undefined;
     const wait = Math.max(asked ?? 0, backoffMs(attempt));
     if (now + wait + MIN_ATTEMPT_MS > giveUpAt) {
       const tried = `${attempt} attempt${attempt === 1 ? '' : 's'} in ${Math.round(now - started)} ms`;
-      // A pod that stays missing is an answer, not an outage.
-      if (notFound) throw lookupFailed(`${step.reason}, still after ${tried}`);
+      // A pod that stays missing, or a refusal that stays, is an answer; a budget spent first is an outage.
+      if (windowEnd <= deadline) throw lookupFailed(`${step.reason}, still after ${tried}`);
       const beyond = asked !== undefined ? `; the server asked to retry after ${asked} ms, beyond the ${policy.budgetMs} ms budget` : '';
       const seen = [...failures].map(([reason, times]) => (times > 1 ? `${reason} (${times}×)` : reason)).join('; ');
       throw new CniError(ErrorCode.TryAgainLater, 'Kubernetes API not available within the pod lookup budget', `${where}: ${seen} (${tried}${beyond})`);

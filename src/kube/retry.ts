@@ -6,6 +6,8 @@ export interface LookupPolicy {
   budgetMs: number;
   /** How long a 404 is retried: the pod may not be visible yet (a static pod's mirror). */
   notFoundMs: number;
+  /** How long 401 and 403 are retried: a kube-apiserver that has just started answers them until its token and RBAC caches are filled. */
+  deniedMs: number;
 }
 
 export type Answer = { kind: 'answer'; status: number; body: string; retryAfter?: string };
@@ -34,8 +36,8 @@ const UNTRUSTED_CERTIFICATE = new Set([
 
 /**
  * Whether another attempt can help, and what went wrong in words. Retried: no answer in time, a failed
- * connection, 404 (briefly), 429 and 5xx. Not retried: an untrusted server certificate, an answer too
- * large to read, 401, 403 and any other status.
+ * connection, 404, 401 and 403 (each briefly: LookupPolicy), 429 and 5xx. Not retried: an untrusted
+ * server certificate, an answer too large to read and any other status.
  */
 export function judge(attempt: Attempt): { retry: boolean; reason: string } {
   switch (attempt.kind) {
@@ -51,7 +53,7 @@ export function judge(attempt: Attempt): { retry: boolean; reason: string } {
     case 'answer': {
       const status = attempt.status;
       const message = statusMessage(attempt.body);
-      return { retry: status === 404 || status === 429 || status >= 500, reason: `HTTP ${status}${message ? ` ${message}` : ''}` };
+      return { retry: status === 401 || status === 403 || status === 404 || status === 429 || status >= 500, reason: `HTTP ${status}${message ? ` ${message}` : ''}` };
     }
   }
 }

@@ -69,7 +69,7 @@ beforeAll(async () => {
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 function config(extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'istio-cni', kubernetes: { kubeconfig }, pod_lookup_timeout_ms: 200, pod_lookup_budget_ms: 400, pod_lookup_not_found_ms: 100, ...extra });
+  return JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'istio-cni', kubernetes: { kubeconfig }, pod_lookup_timeout_ms: 200, pod_lookup_budget_ms: 400, pod_lookup_not_found_ms: 100, pod_lookup_denied_ms: 100, ...extra });
 }
 const WEB = 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0';
 

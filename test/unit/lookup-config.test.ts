@@ -6,9 +6,9 @@ import { CniError } from '../../src/cni/errors.ts';
 const base = { cniVersion: '1.0.0', name: 'n', type: 'istio-cni' };
 
 describe('pod lookup config', () => {
-  it('defaults: 3 s per attempt, 10 s in all, 2 s of 404s, own pods in istio-system, no runtime annotations', () => {
+  it('defaults: 3 s per attempt, 10 s in all, 2 s of 404s, 5 s of 401/403, own pods in istio-system, no runtime annotations', () => {
     const config = parseConfig(JSON.stringify(base));
-    assert.deepEqual(config.podLookup, { attemptTimeoutMs: 3000, budgetMs: 10000, notFoundMs: 2000 });
+    assert.deepEqual(config.podLookup, { attemptTimeoutMs: 3000, budgetMs: 10000, notFoundMs: 2000, deniedMs: 5000 });
     assert.equal(config.podNamespace, 'istio-system');
     assert.equal(config.runtimeAnnotations, undefined);
   });
@@ -20,9 +20,10 @@ describe('pod lookup config', () => {
       pod_lookup_timeout_ms: 500,
       pod_lookup_budget_ms: 4000,
       pod_lookup_not_found_ms: 1000,
+      pod_lookup_denied_ms: 1500,
       runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'sidecar.istio.io/status': '{}' } },
     }));
-    assert.deepEqual(config.podLookup, { attemptTimeoutMs: 500, budgetMs: 4000, notFoundMs: 1000 });
+    assert.deepEqual(config.podLookup, { attemptTimeoutMs: 500, budgetMs: 4000, notFoundMs: 1000, deniedMs: 1500 });
     assert.equal(config.podNamespace, 'istio-cni');
     assert.deepEqual(config.runtimeAnnotations, { 'sidecar.istio.io/status': '{}' });
   });

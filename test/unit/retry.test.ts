@@ -10,10 +10,10 @@ describe('what a pod lookup retries', () => {
     assert.equal(judge({ kind: 'timeout', afterMs: 300 }).retry, true);
     assert.equal(judge(failure('ECONNRESET', 'socket hang up')).retry, true);
     assert.equal(judge(failure('ECONNREFUSED', 'connect ECONNREFUSED')).retry, true);
-    for (const code of [404, 429, 500, 502, 503, 504]) assert.equal(judge(status(code)).retry, true, `HTTP ${code}`);
+    for (const code of [401, 403, 404, 429, 500, 502, 503, 504]) assert.equal(judge(status(code)).retry, true, `HTTP ${code}`);
   });
-  it('does not retry 401, 403, other statuses or an untrusted certificate', () => {
-    for (const code of [400, 401, 403, 405, 410]) assert.equal(judge(status(code)).retry, false, `HTTP ${code}`);
+  it('does not retry other statuses or an untrusted certificate', () => {
+    for (const code of [400, 405, 410]) assert.equal(judge(status(code)).retry, false, `HTTP ${code}`);
     const untrusted = judge(failure('UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'unable to verify the first certificate'));
     assert.equal(untrusted.retry, false);
     assert.match(untrusted.reason, /server certificate not trusted/);
