@@ -218,7 +218,8 @@ export function differences(ruleSet: RuleSet, saved: SavedState): string[] {
   return found;
 }
 
-function multisetMinus(from: string[], remove: string[]): string[] {
+/** `from` without one occurrence of each line of `remove`. */
+export function multisetMinus(from: string[], remove: string[]): string[] {
   const counts = new Map<string, number>();
   for (const line of remove) counts.set(line, (counts.get(line) ?? 0) + 1);
   return from.filter((line) => {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import * as h from '../harness/index.ts';
 import { istioPrograms, type IstioPrograms } from '../harness/istio.ts';
 import { captureSettingsFor } from '../../src/redirect/profile.ts';
+import { multisetMinus } from '../../src/redirect/restore.ts';
 import { CaptureDefaults, type RedirectSettings } from '../../src/redirect/settings.ts';
 import { readNftState, type NftState } from './nft-state.ts';
 import type { Addresses, GeneratedPod } from './pods.ts';
@@ -336,16 +337,6 @@ export interface Difference {
   line: string;
 }
 
-function multisetMinus(from: string[], remove: string[]): string[] {
-  const counts = new Map<string, number>();
-  for (const line of remove) counts.set(line, (counts.get(line) ?? 0) + 1);
-  return from.filter((line) => {
-    const n = counts.get(line) ?? 0;
-    if (n === 0) return true;
-    counts.set(line, n - 1);
-    return false;
-  });
-}
 
 function tablesOf(save: string): Map<string, string[]> {
   const tables = new Map<string, string[]>();

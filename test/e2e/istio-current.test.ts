@@ -48,6 +48,22 @@ async function leftAlone(e: h.E2E, connect: { ns: h.NetnsRef; host: string; port
   }
 }
 
+/**
+ * HBONE: inbound to the tunnel port reaches the proxy's tunnel listener itself, from outside and
+ * from the proxy over lo; the health port 15021 is left alone too; and the proxy calling the pod's
+ * own IP on an app port goes to the inbound listener (app -> VIP -> proxy -> app).
+ */
+async function assertProxyPortsAndHairpin(e: h.E2E, podIp: string): Promise<void> {
+  for (const connect of [{ ns: e.topo.node, host: podIp, port: 15008 }, { ns: e.topo.pod, host: podIp, port: 15008, uid: 1337 }]) {
+    const tunnel = await leftAlone(e, connect);
+    assert.equal(tunnel.direct?.local, `${podIp}:15008`, JSON.stringify(connect));
+    assert.equal(tunnel.inbound, null);
+  }
+  assert.equal((await leftAlone(e, { ns: e.topo.node, host: podIp, port: 15021 })).direct?.local, `${podIp}:15021`);
+  const hairpin = await h.probe({ listenNs: e.topo.pod, listenPort: 15006, connectNs: e.topo.pod, connectHost: podIp, connectPort: 8080, uid: 1337, gid: 1337 });
+  assert.equal(hairpin.listener?.original_dst, `${podIp}:8080`);
+}
+
 for (const backend of ['nft', 'legacy'] as const) {
   describe(`istio-current on iptables-${backend}`, () => {
     it('redirects like a current proxy expects: outbound to 15001, inbound to 15006, uid 1337 exempt, the tunnel port 15008 left alone', async () => {
@@ -68,19 +84,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       const inbound = await h.probe({ listenNs: e.topo.pod, listenPort: 15006, connectNs: e.topo.node, connectHost: podIp, connectPort: 8080 });
       assert.equal(inbound.listener?.original_dst, `${podIp}:8080`);
 
-      // HBONE: inbound to the tunnel port reaches the proxy's tunnel listener itself, from outside
-      // and from the proxy over lo.
-      for (const connect of [{ ns: e.topo.node, host: podIp, port: 15008 }, { ns: e.topo.pod, host: podIp, port: 15008, uid: 1337 }]) {
-        const tunnel = await leftAlone(e, connect);
-        assert.equal(tunnel.direct?.local, `${podIp}:15008`, JSON.stringify(connect));
-        assert.equal(tunnel.inbound, null);
-      }
-      // The health port 15021 is left alone too.
-      assert.equal((await leftAlone(e, { ns: e.topo.node, host: podIp, port: 15021 })).direct?.local, `${podIp}:15021`);
-
-      // The proxy calling the pod's own IP on an app port goes to the inbound listener (app -> VIP -> proxy -> app).
-      const hairpin = await h.probe({ listenNs: e.topo.pod, listenPort: 15006, connectNs: e.topo.pod, connectHost: podIp, connectPort: 8080, uid: 1337, gid: 1337 });
-      assert.equal(hairpin.listener?.original_dst, `${podIp}:8080`);
+      await assertProxyPortsAndHairpin(e, podIp);
     });
 
     it('CHECK passes; a repeated ADD leaves one copy; DEL removes every rule, the ones in built-in chains too', async () => {
@@ -135,14 +139,7 @@ describe('istio-current on native nftables', () => {
     const inbound6 = await h.probe({ listenNs: e.topo.pod, listenHost: '::', listenPort: 15006, connectNs: e.topo.node, connectHost: podIp6!, connectPort: 8080 });
     assert.equal(inbound6.listener?.original_dst, `[${podIp6}]:8080`);
 
-    for (const connect of [{ ns: e.topo.node, host: podIp, port: 15008 }, { ns: e.topo.pod, host: podIp, port: 15008, uid: 1337 }]) {
-      const tunnel = await leftAlone(e, connect);
-      assert.equal(tunnel.direct?.local, `${podIp}:15008`, JSON.stringify(connect));
-      assert.equal(tunnel.inbound, null);
-    }
-    assert.equal((await leftAlone(e, { ns: e.topo.node, host: podIp, port: 15021 })).direct?.local, `${podIp}:15021`);
-    const hairpin = await h.probe({ listenNs: e.topo.pod, listenPort: 15006, connectNs: e.topo.pod, connectHost: podIp, connectPort: 8080, uid: 1337, gid: 1337 });
-    assert.equal(hairpin.listener?.original_dst, `${podIp}:8080`);
+    await assertProxyPortsAndHairpin(e, podIp);
 
     const del = await e.run('del', WEB);
     assert.equal(del.code, 0, del.stdout);

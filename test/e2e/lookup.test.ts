@@ -65,6 +65,21 @@ function assertRedirected(r: Awaited<ReturnType<typeof add>>): void {
   assert.equal(r.rules, true, 'the injected pod got its rules');
 }
 
+/** An ADD during which the API server's answer changes (`change`) once it has answered `status`. */
+async function addChangingAfter(status: number, change: () => void): ReturnType<typeof add> {
+  const watcher = setInterval(() => {
+    if (api.requests.some((r) => r.status === status)) {
+      change();
+      clearInterval(watcher);
+    }
+  }, 5);
+  try {
+    return await add();
+  } finally {
+    clearInterval(watcher);
+  }
+}
+
 /** Failed, fail-closed (nothing programmed), with this code, inside the budget. */
 function assertFailed(r: Awaited<ReturnType<typeof add>>, code: number, details: RegExp): void {
   assert.equal(r.code, 1, r.stdout);
@@ -277,17 +292,7 @@ describe('API server faults', () => {
     // The refusal ends (the authorizer's caches are filled): the pod is captured.
     fresh();
     api.behavior.fault = { kind: 'status', status: 403 };
-    const ends = setInterval(() => {
-      if (api.requests.some((r) => r.status === 403)) {
-        delete api.behavior.fault;
-        clearInterval(ends);
-      }
-    }, 5);
-    try {
-      assertRedirected(await add());
-    } finally {
-      clearInterval(ends);
-    }
+    assertRedirected(await addChangingAfter(403, () => void delete api.behavior.fault));
     assert.equal(api.requests.at(0)?.status, 403);
     assert.equal(api.requests.at(-1)?.status, 200);
   });
@@ -296,17 +301,7 @@ describe('API server faults', () => {
     fresh();
     api.deletePod(WEB.namespace, WEB.name);
     // The pod shows up once the plugin has been told it is not there.
-    const appears = setInterval(() => {
-      if (api.requests.some((r) => r.status === 404)) {
-        api.setPod(h.injectedPod(WEB.name, WEB.namespace));
-        clearInterval(appears);
-      }
-    }, 5);
-    try {
-      assertRedirected(await add());
-    } finally {
-      clearInterval(appears);
-    }
+    assertRedirected(await addChangingAfter(404, () => api.setPod(h.injectedPod(WEB.name, WEB.namespace))));
     assert.equal(api.requests.at(0)?.status, 404);
     assert.equal(api.requests.at(-1)?.status, 200);
 

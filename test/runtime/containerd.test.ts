@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import * as h from '../harness/index.ts';
 import { startContainerd, type Containerd, type PodSpec, type Sandbox } from '../harness/containerd.ts';
 import { freeHostSubnet, hostLocalLeases, hostRoutesIn, restoreIpForwardAtCleanup } from '../harness/host-net.ts';
+import type { PluginLogLine } from '../harness/cluster.ts';
 
 afterAll(h.cleanupAll);
 
@@ -18,15 +19,6 @@ const BACKEND = h.captureBackend();
 const SEED = h.seedRules(BACKEND);
 const BURST = 20;
 
-interface LogLine {
-  verb: string;
-  containerId?: string;
-  netns?: string;
-  pod?: string;
-  decision?: string;
-  reason?: string;
-  msg: string;
-}
 
 describe(`under containerd 1.6 (CRI), capture on ${BACKEND}`, () => {
   let api: h.FakeKubeApi;
@@ -35,11 +27,11 @@ describe(`under containerd 1.6 (CRI), capture on ${BACKEND}`, () => {
   let gateway: string;
   let ctd: Containerd;
 
-  const pluginLog = (sandboxId: string): LogLine[] =>
+  const pluginLog = (sandboxId: string): PluginLogLine[] =>
     readFileSync(conf.logFile!, 'utf8')
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as LogLine)
+      .map((l) => JSON.parse(l) as PluginLogLine)
       .filter((l) => l.containerId === sandboxId);
 
   /** The pod as kubelet describes it to the runtime: metadata, and the pod's annotations. */
